@@ -1,0 +1,83 @@
+"""Dependencies shared by the routes: the app's state, the caller, role checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, Header, HTTPException, Request, status
+from sqlalchemy.engine import Engine
+
+from billing.apikeys import Principal, verify_key
+from billing.config import BillingConfig
+from billing.models import ApiRole
+
+
+@dataclass
+class ApiState:
+    """What the routes need, built once by ``create_app`` (no globals)."""
+
+    engine: Engine
+    config: BillingConfig
+    redis_url: str | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def get_state(request: Request) -> ApiState:
+    """The ApiState stored on the app."""
+    state: ApiState = request.app.state.costctl
+    return state
+
+
+def get_now() -> datetime:
+    """The clock, at the edge (tests override it)."""
+    return datetime.now(UTC)
+
+
+StateDep = Annotated[ApiState, Depends(get_state)]
+NowDep = Annotated[datetime, Depends(get_now)]
+
+
+def get_principal(
+    state: StateDep,
+    authorization: Annotated[str | None, Header()] = None,
+    x_api_key: Annotated[str | None, Header()] = None,
+) -> Principal:
+    """The caller from ``Authorization: Bearer <key>`` or ``X-API-Key``; 401 if missing/invalid."""
+    if not state.config.require_auth:
+        return Principal(None, "anonymous", ApiRole.admin)
+    key = x_api_key
+    if authorization and authorization.lower().startswith("bearer "):
+        key = authorization[7:].strip()
+    if not key:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing API key",
+                            headers={"WWW-Authenticate": "Bearer"})
+    principal = verify_key(state.engine, key)
+    if principal is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid or revoked API key",
+                            headers={"WWW-Authenticate": "Bearer"})
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def require(*roles: ApiRole) -> Any:
+    """A dependency that lets through principals holding one of ``roles`` (admin always)."""
+
+    def check(principal: PrincipalDep) -> Principal:
+        if not principal.can(*roles):
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                f"role {principal.role.value!r} may not do this; needs one of "
+                f"{[r.value for r in roles] or ['admin']}",
+            )
+        return principal
+
+    return Depends(check)
+
+
+AdminDep = Annotated[Principal, require(ApiRole.admin)]
+IngestDep = Annotated[Principal, require(ApiRole.ingest)]
+ReadDep = Annotated[Principal, require(ApiRole.read)]

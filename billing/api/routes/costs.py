@@ -1,0 +1,75 @@
+"""GET /v1/costs: ledger totals over a window, grouped; tenant keys see only their customer."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, status
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel
+
+from billing.api.deps import NowDep, ReadDep, StateDep
+from billing.api.errors import unprocessable
+from billing.ledger import GROUP_KEYS, metered_cents, query_costs
+from billing.windows import WindowError, parse_window
+
+router = APIRouter(prefix="/v1", tags=["costs"])
+
+
+class CostsResponse(BaseModel):
+    """Grouped ledger rows and their totals."""
+
+    window: dict[str, str]
+    group_by: list[str]
+    rows: list[dict[str, Any]]
+    totals: dict[str, float | int]
+    metered_cost_usd: float | None = None
+
+
+@router.get("/costs", response_model=CostsResponse)
+async def get_costs(
+    state: StateDep,
+    principal: ReadDep,
+    now: NowDep,
+    window: Annotated[str, Query(description="today, 7d, lastweek, 2026-W47, or start,end")] = "7d",
+    group_by: Annotated[str, Query(description=f"comma list of {', '.join(GROUP_KEYS)}")] = (
+        "model,customer,request_type"
+    ),
+    model: str | None = None,
+    customer: str | None = None,
+    request_type: str | None = None,
+    kind: str | None = None,
+) -> CostsResponse:
+    """Costs by any of model, customer, request_type, kind, hour, day over a window."""
+    try:
+        w = parse_window(window, now)
+    except WindowError as exc:
+        raise unprocessable(["query", "window"], str(exc)) from exc
+    keys = [k.strip() for k in group_by.split(",") if k.strip()]
+    unknown = [k for k in keys if k not in GROUP_KEYS]
+    if unknown:
+        raise unprocessable(["query", "group_by"], f"unknown key(s) {unknown}; allowed: "
+                            f"{list(GROUP_KEYS)}")
+    filters = {k: v for k, v in {"model": model, "customer": customer,
+                                 "request_type": request_type, "kind": kind}.items() if v}
+    if principal.customer is not None:
+        if customer is not None and customer != principal.customer:
+            raise HTTPException(status.HTTP_403_FORBIDDEN,
+                                "this key may only read its own customer's costs")
+        filters["customer"] = principal.customer
+    df = await run_in_threadpool(query_costs, state.engine, w, group_by=keys, filters=filters)
+    if "hour" in df.columns:
+        df["hour"] = df["hour"].map(lambda t: t.isoformat())
+    rows = df.to_dict(orient="records")
+    totals: dict[str, float | int] = {
+        c: (int(df[c].sum()) if c != "gpu_seconds" else float(df[c].sum()))
+        for c in ("gpu_seconds", "input_tokens", "output_tokens", "requests", "cost_cents")
+    }
+    totals["cost_usd"] = totals["cost_cents"] / 100
+    metered = None
+    if principal.customer is None and not filters:
+        metered = await run_in_threadpool(metered_cents, state.engine, w) / 100
+    return CostsResponse(
+        window={"start": w.start.isoformat(), "end": w.end.isoformat()},
+        group_by=keys, rows=rows, totals=totals, metered_cost_usd=metered,
+    )

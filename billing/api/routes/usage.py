@@ -1,0 +1,83 @@
+"""POST /v1/usage and /v1/gpu-samples: validated, de-duplicated, one transaction per batch."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi.concurrency import run_in_threadpool
+
+from billing.api.deps import IngestDep, StateDep
+from billing.api.errors import unprocessable
+from billing.ingest import ingest_gpu_samples, ingest_usage, validate_usage_batch
+from billing.schemas import GpuSampleBatch, IngestResult
+
+router = APIRouter(prefix="/v1", tags=["ingest"])
+
+
+async def _json_body(request: Request) -> Any:
+    raw = await request.body()
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise unprocessable(["body"], f"body is not valid JSON: {exc}", "json_invalid") from exc
+
+
+def _events(body: Any) -> list[Any]:
+    """A bare JSON array, a CloudEvents batch (array), or ``{"events": [...]}``."""
+    if isinstance(body, dict) and "events" in body:
+        body = body["events"]
+    elif isinstance(body, dict):
+        body = [body]  # a single event or a single structured CloudEvent
+    if not isinstance(body, list):
+        raise unprocessable(["body", "events"], "expected a list of usage events", "list_type")
+    return body
+
+
+@router.post("/usage", response_model=IngestResult)
+async def post_usage(
+    request: Request,
+    state: StateDep,
+    _principal: IngestDep,
+    partial: Annotated[
+        bool, Query(description="Store the good events of a batch that has bad ones.")
+    ] = False,
+) -> IngestResult:
+    """Ingest a batch of usage events.
+
+    A batch with any bad event is rejected whole with 422 listing every bad event's index
+    and field, unless ``partial=true``: then the good events are stored and the bad ones are
+    returned in ``rejected``. Re-sending any batch is safe: (source, id) is the idempotency key.
+    """
+    events = _events(await _json_body(request))
+    limit = state.config.max_batch
+    if len(events) > limit:
+        raise unprocessable(["body", "events"], f"batch of {len(events)} exceeds {limit} events",
+                            "too_long")
+    good, errors = validate_usage_batch(events)
+    if errors and not partial:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=[{**e, "loc": ["body", *e["loc"]]} for e in errors],
+        )
+    result = await run_in_threadpool(ingest_usage, state.engine, good)
+    rejected_idx = sorted({e["index"] for e in errors})
+    return IngestResult(
+        received=len(events),
+        inserted=result.inserted,
+        duplicates=result.duplicates,
+        rejected=[
+            {"index": i, "errors": [e for e in errors if e["index"] == i]} for i in rejected_idx
+        ],
+    )
+
+
+@router.post("/gpu-samples", response_model=IngestResult)
+async def post_gpu_samples(
+    batch: GpuSampleBatch, state: StateDep, _principal: IngestDep
+) -> IngestResult:
+    """Ingest GPU and process samples from a collector (idempotent per device and time)."""
+    return await run_in_threadpool(
+        ingest_gpu_samples, state.engine, batch.samples, batch.processes
+    )

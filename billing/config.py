@@ -1,0 +1,69 @@
+"""Billing settings: the part of costctl's Settings that billing reads.
+
+Plain pydantic models, filled by ``costctl.settings.Settings`` and passed in explicitly.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+DEFAULT_PRICE_BOOK = Path(__file__).with_name("price_book.yaml")
+
+
+class AttributionWeights(BaseModel):
+    """How a model's GPU cost is split among its customers and request types.
+
+    Details: weight(row) = input_tokens * input + output_tokens * output + requests * request.
+    Output tokens default to 4x input tokens: decode steps hold the GPU far longer per token
+    than prefill does.
+    """
+
+    input: float = Field(default=1.0, ge=0)
+    output: float = Field(default=4.0, ge=0)
+    request: float = Field(default=0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _not_all_zero(self) -> AttributionWeights:
+        if self.input == 0 and self.output == 0 and self.request == 0:
+            raise ValueError("at least one attribution weight must be > 0")
+        return self
+
+
+IdlePolicy = Literal["utilization", "allocation"]
+
+
+class BillingConfig(BaseModel):
+    """Settings for metering, attribution and the API."""
+
+    price_book_path: Path = DEFAULT_PRICE_BOOK
+    weights: AttributionWeights = AttributionWeights()
+    idle_policy: IdlePolicy = Field(
+        default="utilization",
+        description=(
+            "utilization: a model's allocated cost is billed in proportion to its measured SM "
+            "busy fraction, the rest is that model's idle row (showback). allocation: tenants pay "
+            "the whole allocation whenever the model served requests in the hour (chargeback)."
+        ),
+    )
+    rollup_interval_s: int = Field(default=60, ge=1)
+    rollup_lookback_h: int = Field(default=2, ge=1)
+    max_batch: int = Field(default=10_000, ge=1, le=100_000)
+    require_auth: bool = True
+    bootstrap_admin_key: str | None = Field(
+        default=None,
+        description="If set, an admin API key with this secret exists at start-up.",
+    )
+
+    @field_validator("bootstrap_admin_key")
+    @classmethod
+    def _refuse_weak_key(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"cc_[0-9a-f]{8}_[A-Za-z0-9_\-]{16,}", v):
+            raise ValueError(
+                "bootstrap_admin_key must look like cc_<8 hex>_<16+ url-safe chars>; "
+                "make one with `costctl keys new`"
+            )
+        return v

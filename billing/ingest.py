@@ -1,0 +1,164 @@
+"""Ingestion edge: validated usage events and GPU samples into the store, exactly once.
+
+Invariants: one transaction per call; (source, event_id) for usage, (gpu_uuid, ts) for GPU
+samples and (device_uuid, ts, pid) for processes are idempotency keys, so re-sending a batch
+inserts nothing twice. received = inserted + duplicates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import Connection, DateTime, Table
+from sqlalchemy.engine import Engine
+
+from billing.models import GpuProcessSample, GpuSample, UsageEvent
+from billing.schemas import (
+    USAGE_BATCH,
+    GpuProcessSampleIn,
+    GpuSampleIn,
+    IngestResult,
+    UsageEventIn,
+    utc_text,
+)
+
+USAGE_COLUMNS = (
+    "source", "event_id", "ts", "model", "customer", "request_type",
+    "input_tokens", "output_tokens", "latency_ms", "status", "device_id",
+)
+SAMPLE_COLUMNS = (
+    "ts", "node", "gpu_uuid", "parent_uuid", "gpu_index", "gpu_type", "pricing_class",
+    "mig_profile", "sm_util", "mem_used_mib", "mem_total_mib", "power_w", "energy_j",
+    "interval_s", "fault",
+)
+PROCESS_COLUMNS = (
+    "ts", "device_uuid", "gpu_uuid", "pid", "pod_uid", "namespace", "pod", "model",
+    "sm_util", "mem_used_mib", "interval_s",
+)
+
+
+def _table(model: Any) -> Table:
+    table: Table = model.__table__
+    return table
+
+
+def _sqlite_times(
+    table: Table, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
+) -> Sequence[tuple[Any, ...]]:
+    """DateTime values as the UTC text SQLAlchemy's SQLite dialect reads back."""
+    at = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, DateTime)]
+    if not at:
+        return rows
+    if len(at) == 1:
+        i = at[0]
+        return [(*r[:i], None if r[i] is None else utc_text(r[i]), *r[i + 1:]) for r in rows]
+    return [
+        tuple(utc_text(v) if i in at and v is not None else v for i, v in enumerate(r))
+        for r in rows
+    ]
+
+
+def bulk_insert_ignore(
+    conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
+) -> int:
+    """Insert rows, skipping those whose unique key exists; returns how many were inserted.
+
+    Details: SQLite uses ``INSERT OR IGNORE`` through executemany; PostgreSQL COPYs into a
+    temporary staging table, then ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``.
+    DateTime values must be aware UTC datetimes.
+    """
+    if not rows:
+        return 0
+    cols = ", ".join(columns)
+    raw = conn.connection.dbapi_connection
+    assert raw is not None
+    cur = raw.cursor()
+    try:
+        if conn.dialect.name == "sqlite":
+            rows = _sqlite_times(table, columns, rows)
+            marks = ", ".join("?" * len(columns))
+            cur.executemany(f"INSERT OR IGNORE INTO {table.name} ({cols}) VALUES ({marks})", rows)
+            return int(cur.rowcount)
+        stage = f"_stage_{table.name}"
+        cur.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {stage} AS "
+            f"SELECT {cols} FROM {table.name} WITH NO DATA"
+        )
+        cur.execute(f"TRUNCATE {stage}")
+        with cur.copy(f"COPY {stage} ({cols}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        cur.execute(
+            f"INSERT INTO {table.name} ({cols}) SELECT {cols} FROM {stage} ON CONFLICT DO NOTHING"
+        )
+        return int(cur.rowcount)
+    finally:
+        cur.close()
+
+
+def usage_rows(events: Iterable[UsageEventIn]) -> list[tuple[Any, ...]]:
+    """Validated events as rows in USAGE_COLUMNS order."""
+    return [
+        (
+            e.source, e.id, e.time, e.model, e.customer, e.request_type, e.input_tokens,
+            e.output_tokens, e.latency_ms, e.status.value, e.device_id,
+        )
+        for e in events
+    ]
+
+
+def ingest_usage_rows(engine: Engine, rows: Sequence[tuple[Any, ...]]) -> IngestResult:
+    """Store usage rows (USAGE_COLUMNS order) in one transaction, skipping known keys."""
+    with engine.begin() as conn:
+        inserted = bulk_insert_ignore(conn, _table(UsageEvent), USAGE_COLUMNS, rows)
+    return IngestResult(received=len(rows), inserted=inserted, duplicates=len(rows) - inserted)
+
+
+def ingest_usage(engine: Engine, events: Sequence[UsageEventIn]) -> IngestResult:
+    """Store validated usage events in one transaction, exactly once per (source, id)."""
+    return ingest_usage_rows(engine, usage_rows(events))
+
+
+def validate_usage_batch(
+    payload: Sequence[Any],
+) -> tuple[list[UsageEventIn], list[dict[str, Any]]]:
+    """Split a raw batch into valid events and errors ``{index, loc, msg, type}``.
+
+    Details: the whole batch is validated in one pass; only when it fails are the good events
+    re-validated one by one, so the common all-good batch costs a single TypeAdapter call.
+    """
+    try:
+        return USAGE_BATCH.validate_python(list(payload)), []
+    except ValidationError as exc:
+        errors: list[dict[str, Any]] = []
+        bad: set[int] = set()
+        for err in exc.errors(include_url=False, include_input=False):
+            loc = err["loc"]
+            index = int(loc[0]) if loc and isinstance(loc[0], int) else -1
+            bad.add(index)
+            errors.append(
+                {"index": index, "loc": ["events", *loc], "msg": err["msg"], "type": err["type"]}
+            )
+        good = [
+            UsageEventIn.model_validate(item) for i, item in enumerate(payload) if i not in bad
+        ]
+        return good, errors
+
+
+def ingest_gpu_samples(
+    engine: Engine,
+    samples: Sequence[GpuSampleIn],
+    processes: Sequence[GpuProcessSampleIn] = (),
+) -> IngestResult:
+    """Store GPU and process samples in one transaction, exactly once per key."""
+    sample_rows = [tuple(getattr(s, c) for c in SAMPLE_COLUMNS) for s in samples]
+    process_rows = [tuple(getattr(p, c) for c in PROCESS_COLUMNS) for p in processes]
+    with engine.begin() as conn:
+        inserted = bulk_insert_ignore(conn, _table(GpuSample), SAMPLE_COLUMNS, sample_rows)
+        inserted += bulk_insert_ignore(
+            conn, _table(GpuProcessSample), PROCESS_COLUMNS, process_rows
+        )
+    received = len(sample_rows) + len(process_rows)
+    return IngestResult(received=received, inserted=inserted, duplicates=received - inserted)

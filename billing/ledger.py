@@ -1,0 +1,221 @@
+"""The ledger edge: load a window from the store, attribute it, write ledger rows; query them.
+
+``rollup`` replaces the ledger rows of every hour it computes in one transaction, so running
+it twice (or from two schedulers) never doubles a cent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select
+from sqlalchemy.engine import Connection, Engine
+
+from billing.attribution import (
+    ALLOCATION_COLUMNS,
+    HOUR_COLUMNS,
+    LEDGER_COLUMNS,
+    Attribution,
+    attribute,
+)
+from billing.config import BillingConfig
+from billing.ingest import bulk_insert_ignore
+from billing.models import (
+    Allocation,
+    GpuProcessSample,
+    GpuSample,
+    LedgerEntry,
+    LedgerHour,
+    UsageEvent,
+)
+from billing.pricebook import prices_at
+from billing.windows import Window
+
+GROUP_KEYS = ("model", "customer", "request_type", "kind", "hour", "day")
+
+
+@dataclass(frozen=True)
+class RollupResult:
+    """What a rollup wrote."""
+
+    window: Window
+    hours: int
+    rows: int
+    metered_cost_cents: int
+    ledger_cost_cents: int
+
+
+def _utc(df: pd.DataFrame, *cols: str) -> pd.DataFrame:
+    for c in cols:
+        df[c] = pd.to_datetime(df[c], utc=True)
+    return df
+
+
+def _hour_expr(conn: Connection, column: Any) -> ColumnElement[Any]:
+    if conn.dialect.name == "sqlite":
+        return func.strftime("%Y-%m-%d %H:00:00", column)
+    return func.date_trunc("hour", column)
+
+
+def load_usage_by_hour(conn: Connection, window: Window) -> pd.DataFrame:
+    """Usage summed in SQL per hour x model x customer x request_type (one row per group)."""
+    hour = _hour_expr(conn, UsageEvent.ts).label("ts")  # type: ignore[arg-type]
+    stmt = (
+        select(
+            hour, UsageEvent.model, UsageEvent.customer, UsageEvent.request_type,
+            func.sum(UsageEvent.input_tokens).label("input_tokens"),
+            func.sum(UsageEvent.output_tokens).label("output_tokens"),
+            func.count().label("requests"),
+        )
+        .where(UsageEvent.ts >= window.start, UsageEvent.ts < window.end)  # type: ignore[arg-type]
+        .group_by(hour, UsageEvent.model, UsageEvent.customer, UsageEvent.request_type)
+    )
+    df = pd.read_sql(stmt, conn)
+    return _utc(df, "ts").astype(
+        {"input_tokens": "int64", "output_tokens": "int64", "requests": "int64"}
+    )
+
+
+def load_inputs(conn: Connection, window: Window) -> dict[str, pd.DataFrame]:
+    """The frames ``attribute`` needs for ``window`` (hour-aligned), read in one connection."""
+    w = window.hour_aligned()
+    samples = pd.read_sql(
+        select(GpuSample.ts, GpuSample.gpu_uuid, GpuSample.gpu_type, GpuSample.pricing_class,
+               GpuSample.interval_s)
+        .where(GpuSample.parent_uuid.is_(None))  # type: ignore[union-attr]
+        .where(GpuSample.ts >= w.start, GpuSample.ts < w.end),  # type: ignore[arg-type]
+        conn,
+    )
+    processes = pd.read_sql(
+        select(GpuProcessSample.ts, GpuProcessSample.gpu_uuid, GpuProcessSample.model,
+               GpuProcessSample.sm_util, GpuProcessSample.interval_s)
+        .where(GpuProcessSample.model.is_not(None))  # type: ignore[union-attr]
+        .where(GpuProcessSample.ts >= w.start, GpuProcessSample.ts < w.end),  # type: ignore[arg-type]
+        conn,
+    )
+    allocations = pd.read_sql(
+        select(*[getattr(Allocation, c) for c in ALLOCATION_COLUMNS]).where(
+            Allocation.start < w.end,  # type: ignore[arg-type]
+            or_(Allocation.end.is_(None), Allocation.end > w.start),  # type: ignore[union-attr,operator]
+        ),
+        conn,
+    )
+    return {
+        "samples": _utc(samples, "ts"),
+        "processes": _utc(processes, "ts"),
+        "allocations": _utc(allocations, "start", "end"),
+        "usage": load_usage_by_hour(conn, w),
+    }
+
+
+def rollup(engine: Engine, window: Window, config: BillingConfig) -> RollupResult:
+    """Attribute ``window`` (hour-aligned) and replace its ledger rows in one transaction."""
+    w = window.hour_aligned()
+    with engine.connect() as conn:
+        inputs = load_inputs(conn, w)
+    prices = prices_at(engine, w.end)
+    result = attribute(
+        **inputs, prices=prices, window=w, weights=config.weights,
+        idle_policy=config.idle_policy,
+    )
+    write_attribution(engine, w, result, computed_at=w.end)
+    return RollupResult(
+        window=w,
+        hours=len(result.hours),
+        rows=len(result.rows),
+        metered_cost_cents=int(result.hours["metered_cost_cents"].sum()),
+        ledger_cost_cents=int(result.rows["cost_cents"].sum()),
+    )
+
+
+def write_attribution(
+    engine: Engine, window: Window, result: Attribution, *, computed_at: datetime
+) -> None:
+    """Replace the ledger rows and hour totals of ``window`` with ``result`` atomically."""
+    rows = result.rows
+    hours = result.hours.assign(computed_at=computed_at)
+    ledger_rows = [
+        (r[0].to_pydatetime(), *r[1:]) for r in rows[LEDGER_COLUMNS].itertuples(index=False)
+    ]
+    hour_rows = [
+        (r[0].to_pydatetime(), *r[1:])
+        for r in hours[[*HOUR_COLUMNS, "computed_at"]].itertuples(index=False)
+    ]
+    with engine.begin() as conn:
+        conn.execute(delete(LedgerEntry).where(
+            LedgerEntry.hour >= window.start, LedgerEntry.hour < window.end  # type: ignore[arg-type]
+        ))
+        conn.execute(delete(LedgerHour).where(
+            LedgerHour.hour >= window.start, LedgerHour.hour < window.end  # type: ignore[arg-type]
+        ))
+        bulk_insert_ignore(conn, LedgerEntry.__table__, LEDGER_COLUMNS, ledger_rows)  # type: ignore[arg-type]
+        bulk_insert_ignore(
+            conn, LedgerHour.__table__, [*HOUR_COLUMNS, "computed_at"], hour_rows  # type: ignore[arg-type]
+        )
+
+
+def query_costs(
+    engine: Engine,
+    window: Window,
+    *,
+    group_by: Sequence[str] = ("model", "customer", "request_type"),
+    filters: dict[str, str] | None = None,
+) -> pd.DataFrame:
+    """Ledger totals over ``window`` (whole hours whose start lies in it), grouped in SQL.
+
+    Returns: one row per group with gpu_seconds, input_tokens, output_tokens, requests,
+    cost_cents and cost_usd. An empty ``group_by`` gives one total row.
+    Raises: ValueError for an unknown group key or filter.
+    """
+    unknown = [g for g in group_by if g not in GROUP_KEYS]
+    if unknown:
+        raise ValueError(f"unknown group_by key(s) {unknown}; allowed: {list(GROUP_KEYS)}")
+    filters = filters or {}
+    bad = [k for k in filters if k not in ("model", "customer", "request_type", "kind")]
+    if bad:
+        raise ValueError(f"unknown filter(s) {bad}")
+    t = LedgerEntry.__table__.c  # type: ignore[attr-defined]
+    with engine.connect() as conn:
+        keys = []
+        for g in group_by:
+            if g == "day":
+                expr = (func.strftime("%Y-%m-%d", t.hour) if conn.dialect.name == "sqlite"
+                        else func.to_char(t.hour, "YYYY-MM-DD"))
+                keys.append(expr.label("day"))
+            else:
+                keys.append(t[g])
+        conds = [t.hour >= window.start, t.hour < window.end]
+        conds += [t[k] == v for k, v in filters.items()]
+        stmt = select(
+            *keys,
+            func.coalesce(func.sum(t.gpu_seconds), 0.0).label("gpu_seconds"),
+            func.coalesce(func.sum(t.input_tokens), 0).label("input_tokens"),
+            func.coalesce(func.sum(t.output_tokens), 0).label("output_tokens"),
+            func.coalesce(func.sum(t.requests), 0).label("requests"),
+            func.coalesce(func.sum(t.cost_cents), 0).label("cost_cents"),
+        ).where(and_(*conds))
+        if keys:
+            stmt = stmt.group_by(*keys).order_by(func.sum(t.cost_cents).desc())
+        df = pd.read_sql(stmt, conn)
+    for c in ("input_tokens", "output_tokens", "requests", "cost_cents"):
+        df[c] = df[c].astype("int64")
+    if "hour" in df.columns:
+        df = _utc(df, "hour")
+    df["cost_usd"] = df["cost_cents"] / 100.0
+    return df
+
+
+def metered_cents(engine: Engine, window: Window) -> int:
+    """Metered cents of the hours whose start lies in ``window`` (the conservation total)."""
+    t = LedgerHour.__table__.c  # type: ignore[attr-defined]
+    with engine.connect() as conn:
+        value = conn.execute(
+            select(func.coalesce(func.sum(t.metered_cost_cents), 0)).where(
+                t.hour >= window.start, t.hour < window.end
+            )
+        ).scalar_one()
+    return int(value)

@@ -1,0 +1,224 @@
+"""SQLModel tables of the metering store, and their API families (Base/Create/Public).
+
+Every timestamp is UTC. SQLite keeps it as naive text, PostgreSQL as timestamptz; readers
+normalise with ``pd.to_datetime(..., utc=True)``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from sqlalchemy import BigInteger, Column, DateTime, Index, Integer, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL wants BIGINT for billions of rows.
+ID_TYPE = BigInteger().with_variant(Integer(), "sqlite")
+
+IDLE = "__idle__"
+UNALLOCATED = "__unallocated__"
+UNMETERED = "__unmetered__"
+
+
+def utcnow() -> datetime:
+    """Current UTC time (edge helper for default factories)."""
+    return datetime.now(UTC)
+
+
+def _id() -> int | None:
+    return Field(default=None, sa_column=Column(ID_TYPE, primary_key=True, autoincrement=True))
+
+
+def _ts(*, index: bool = True, nullable: bool = False) -> datetime:
+    return Field(sa_column=Column(DateTime(timezone=True), index=index, nullable=nullable))
+
+
+class EventStatus(StrEnum):
+    ok = "ok"
+    error = "error"
+    timeout = "timeout"
+    cancelled = "cancelled"
+
+
+class UsageEvent(SQLModel, table=True):
+    """One inference request. (source, event_id) is the idempotency key."""
+
+    __tablename__ = "usage_event"
+    __table_args__ = (
+        UniqueConstraint("source", "event_id", name="uq_usage_event_source_id"),
+        Index("ix_usage_event_model_ts", "model", "ts"),
+    )
+
+    id: int | None = _id()
+    source: str = Field(max_length=200)
+    event_id: str = Field(max_length=200)
+    ts: datetime = _ts()
+    model: str = Field(max_length=200)
+    customer: str = Field(max_length=200, index=True)
+    request_type: str = Field(max_length=100)
+    input_tokens: int = Field(ge=0)
+    output_tokens: int = Field(ge=0)
+    latency_ms: float | None = None
+    status: str = Field(default=EventStatus.ok.value, max_length=20)
+    device_id: str | None = Field(default=None, max_length=200)
+
+
+class GpuSample(SQLModel, table=True):
+    """One NVML reading of a physical GPU (parent_uuid is None) or a MIG instance."""
+
+    __tablename__ = "gpu_sample"
+    __table_args__ = (UniqueConstraint("gpu_uuid", "ts", name="uq_gpu_sample_uuid_ts"),)
+
+    id: int | None = _id()
+    ts: datetime = _ts()
+    node: str = Field(max_length=200)
+    gpu_uuid: str = Field(max_length=200)
+    parent_uuid: str | None = Field(default=None, max_length=200)
+    gpu_index: int = 0
+    gpu_type: str = Field(max_length=64)
+    pricing_class: str = Field(default="on-demand", max_length=32)
+    mig_profile: str | None = Field(default=None, max_length=32)
+    sm_util: float | None = Field(default=None, ge=0, le=100)
+    mem_used_mib: float | None = Field(default=None, ge=0)
+    mem_total_mib: float | None = Field(default=None, ge=0)
+    power_w: float | None = Field(default=None, ge=0)
+    energy_j: float | None = Field(default=None, ge=0)
+    interval_s: float = Field(gt=0, description="Seconds of GPU time this sample stands for.")
+    fault: str | None = Field(default=None, max_length=200)
+
+
+class GpuProcessSample(SQLModel, table=True):
+    """A compute process seen on a GPU or MIG instance at a sample, mapped to its model."""
+
+    __tablename__ = "gpu_process_sample"
+    __table_args__ = (
+        UniqueConstraint("device_uuid", "ts", "pid", name="uq_gpu_process_sample"),
+        Index("ix_gpu_process_sample_model_ts", "model", "ts"),
+    )
+
+    id: int | None = _id()
+    ts: datetime = _ts(index=False)
+    device_uuid: str = Field(max_length=200)
+    gpu_uuid: str = Field(max_length=200, description="The physical GPU.")
+    pid: int
+    pod_uid: str | None = Field(default=None, max_length=64)
+    namespace: str | None = Field(default=None, max_length=200)
+    pod: str | None = Field(default=None, max_length=253)
+    model: str | None = Field(default=None, max_length=200)
+    sm_util: float | None = Field(default=None, ge=0, le=100, description="% of the whole GPU.")
+    mem_used_mib: float | None = Field(default=None, ge=0)
+    interval_s: float = Field(gt=0)
+
+
+class AllocationMode(StrEnum):
+    gpu = "gpu"
+    mig = "mig"
+    mps = "mps"
+    timeslice = "timeslice"
+
+
+class Allocation(SQLModel, table=True):
+    """A model holding a whole GPU, a MIG slice, an MPS share or a time-slice replica."""
+
+    __tablename__ = "allocation"
+
+    id: int | None = _id()
+    model: str = Field(max_length=200, index=True)
+    node: str = Field(max_length=200)
+    gpu_uuid: str = Field(max_length=200, index=True, description="The physical GPU.")
+    device_uuid: str | None = Field(default=None, max_length=200)
+    mode: str = Field(default=AllocationMode.gpu.value, max_length=16)
+    profile: str | None = Field(default=None, max_length=32)
+    fraction: float = Field(gt=0, le=1, description="Share of the GPU's price this holds.")
+    start: datetime = _ts()
+    end: datetime | None = _ts(nullable=True)
+    plan_id: str | None = Field(default=None, max_length=64)
+
+
+class Price(SQLModel, table=True):
+    """USD per GPU-hour for a GPU type and pricing class, from a date on."""
+
+    __tablename__ = "price"
+    __table_args__ = (
+        UniqueConstraint("gpu_type", "pricing_class", "effective_from", name="uq_price"),
+    )
+
+    id: int | None = _id()
+    gpu_type: str = Field(max_length=64)
+    pricing_class: str = Field(max_length=32)
+    usd_per_hour: float = Field(ge=0)
+    effective_from: datetime = _ts(index=False)
+
+
+class LedgerKind(StrEnum):
+    attributed = "attributed"
+    idle = "idle"
+    unallocated = "unallocated"
+
+
+class LedgerEntry(SQLModel, table=True):
+    """Cost and usage of one hour x model x customer x request_type.
+
+    Idle rows have customer = request_type = IDLE; unallocated rows have model = UNALLOCATED.
+    ``cost_cents`` is the official figure; ``gpu_cost_usd`` the exact share before rounding and
+    ``cost_adjustment_usd`` what largest-remainder rounding added, so that the cents of an hour
+    add up to that hour's metered cents.
+    """
+
+    __tablename__ = "ledger_entry"
+    __table_args__ = (
+        UniqueConstraint("hour", "model", "customer", "request_type", "kind", name="uq_ledger"),
+        Index("ix_ledger_customer_hour", "customer", "hour"),
+    )
+
+    id: int | None = _id()
+    hour: datetime = _ts()
+    model: str = Field(max_length=200)
+    customer: str = Field(max_length=200)
+    request_type: str = Field(max_length=100)
+    kind: str = Field(max_length=16)
+    gpu_seconds: float = 0.0
+    input_tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    output_tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    requests: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    gpu_cost_usd: float = 0.0
+    cost_adjustment_usd: float = 0.0
+    cost_cents: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+
+    @property
+    def total_cost_usd(self) -> float:
+        """The billed cost in USD (cents / 100)."""
+        return self.cost_cents / 100
+
+
+class LedgerHour(SQLModel, table=True):
+    """What was metered in one hour: the total the ledger rows of that hour must add up to."""
+
+    __tablename__ = "ledger_hour"
+
+    hour: datetime = Field(sa_column=Column(DateTime(timezone=True), primary_key=True))
+    metered_gpu_seconds: float = 0.0
+    metered_cost_usd: float = 0.0
+    metered_cost_cents: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    computed_at: datetime = _ts(index=False)
+
+
+class ApiRole(StrEnum):
+    admin = "admin"
+    ingest = "ingest"
+    read = "read"
+
+
+class ApiKey(SQLModel, table=True):
+    """An API key: only its SHA-256 is stored; ``customer`` scopes a read key to one tenant."""
+
+    __tablename__ = "api_key"
+
+    id: int | None = _id()
+    name: str = Field(max_length=200)
+    prefix: str = Field(max_length=16, index=True, unique=True)
+    key_hash: str = Field(max_length=64)
+    role: str = Field(max_length=16)
+    customer: str | None = Field(default=None, max_length=200)
+    created_at: datetime = _ts(index=False)
+    revoked_at: datetime | None = _ts(index=False, nullable=True)

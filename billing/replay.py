@@ -1,0 +1,174 @@
+"""Turn an Azure LLM inference trace into usage events, deterministically from a seed.
+
+The trace has only TIMESTAMP, ContextTokens, GeneratedTokens. The rest is assigned:
+
+- model: drawn per request from MODEL_MIX (weights sum to 1) with numpy's PCG64(seed);
+- customer: drawn from CUSTOMERS with Zipf weights 1/rank^1.1 (a few big tenants, a long tail);
+- request_type: from the tokens themselves: code traces give ``code-completion`` (<= 32 output
+  tokens) or ``code-gen``; conversation traces give ``summarize`` (>= 2048 input and <= 128
+  output tokens) or ``chat``;
+- id: ``<trace stem>:<loop>:<row>``, source ``replay/<trace stem>/seed<seed>``, so replaying the
+  same trace with the same seed re-sends the same ids and is de-duplicated;
+- time: ``start + (trace offset / speed)``; latency_ms: 40 + 0.15 x input + 22 x output (a
+  prefill + decode model, synthetic).
+"""
+
+from __future__ import annotations
+
+import time as _time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from billing.models import EventStatus
+from billing.schemas import IngestResult, UsageEventIn
+
+MODEL_MIX: dict[str, float] = {
+    "llama-3-70b": 0.30,
+    "llama-3-8b": 0.35,
+    "mistral-7b": 0.20,
+    "mixtral-8x7b": 0.15,
+}
+CUSTOMERS: tuple[str, ...] = (
+    "acme", "globex", "initech", "umbrella", "hooli", "stark", "wayne", "wonka",
+)
+
+
+class TraceError(ValueError):
+    """A trace file that cannot be read as an Azure LLM trace."""
+
+
+def read_azure_trace(path: Path) -> pd.DataFrame:
+    """Rows with offset_s (from the first request), input_tokens, output_tokens."""
+    try:
+        df = pd.read_csv(path)
+    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise TraceError(f"cannot read trace {path}: {exc}") from exc
+    need = {"TIMESTAMP", "ContextTokens", "GeneratedTokens"}
+    if not need <= set(df.columns):
+        raise TraceError(f"{path}: expected columns {sorted(need)}, found {list(df.columns)}")
+    ts = pd.to_datetime(df["TIMESTAMP"], utc=True, format="mixed")
+    return pd.DataFrame({
+        "offset_s": (ts - ts.min()).dt.total_seconds(),
+        "input_tokens": df["ContextTokens"].astype("int64").clip(lower=0),
+        "output_tokens": df["GeneratedTokens"].astype("int64").clip(lower=0),
+    })
+
+
+def zipf_weights(n: int, s: float = 1.1) -> np.ndarray:
+    """Normalised weights 1/rank^s for ranks 1..n."""
+    w = 1.0 / np.arange(1, n + 1) ** s
+    return w / w.sum()
+
+
+def assign(trace: pd.DataFrame, *, seed: int, code: bool) -> pd.DataFrame:
+    """Add model, customer and request_type columns (pure and deterministic for a seed)."""
+    rng = np.random.Generator(np.random.PCG64(seed))
+    n = len(trace)
+    models = np.array(list(MODEL_MIX))
+    out = trace.copy()
+    out["model"] = models[rng.choice(len(models), size=n, p=np.array(list(MODEL_MIX.values())))]
+    out["customer"] = np.array(CUSTOMERS)[
+        rng.choice(len(CUSTOMERS), size=n, p=zipf_weights(len(CUSTOMERS)))
+    ]
+    if code:
+        out["request_type"] = np.where(out["output_tokens"] <= 32, "code-completion", "code-gen")
+    else:
+        summarize = (out["input_tokens"] >= 2048) & (out["output_tokens"] <= 128)
+        out["request_type"] = np.where(summarize, "summarize", "chat")
+    return out
+
+
+def to_events(
+    assigned: pd.DataFrame, *, start: datetime, speed: float, stem: str, seed: int, loop: int = 0
+) -> list[UsageEventIn]:
+    """Usage events for an assigned trace, timed from ``start`` at ``speed`` x real time."""
+    if speed <= 0:
+        raise ValueError("speed must be > 0")
+    source = f"replay/{stem}/seed{seed}"
+    latency = 40 + 0.15 * assigned["input_tokens"] + 22 * assigned["output_tokens"]
+    times = [start + timedelta(seconds=o / speed) for o in assigned["offset_s"]]
+    return [
+        UsageEventIn.model_construct(
+            id=f"{stem}:{loop}:{i}", source=source, time=t, model=m, customer=c,
+            request_type=r, input_tokens=int(a), output_tokens=int(b), latency_ms=float(lat),
+            status=EventStatus.ok, device_id=None,
+        )
+        for i, (t, m, c, r, a, b, lat) in enumerate(zip(
+            times, assigned["model"], assigned["customer"], assigned["request_type"],
+            assigned["input_tokens"], assigned["output_tokens"], latency, strict=True,
+        ))
+    ]
+
+
+def load_events(
+    path: Path, *, seed: int, start: datetime, speed: float, loop: int = 0
+) -> list[UsageEventIn]:
+    """Read, assign and time a trace in one call."""
+    trace = read_azure_trace(path)
+    stem = path.stem.removeprefix("AzureLLMInferenceTrace_")
+    code = "code" in stem.lower()
+    return to_events(assign(trace, seed=seed, code=code), start=start, speed=speed,
+                     stem=stem, seed=seed, loop=loop)
+
+
+@dataclass
+class ReplayStats:
+    """Totals of a replay."""
+
+    sent: int = 0
+    inserted: int = 0
+    duplicates: int = 0
+    batches: int = 0
+
+
+def _batches(events: Sequence[UsageEventIn], size: int) -> Iterator[Sequence[UsageEventIn]]:
+    for i in range(0, len(events), size):
+        yield events[i:i + size]
+
+
+def run_replay(
+    events: Sequence[UsageEventIn],
+    sink: Callable[[Sequence[UsageEventIn]], IngestResult],
+    *,
+    realtime: bool,
+    now: Callable[[], datetime],
+    sleep: Callable[[float], None] = _time.sleep,
+    batch_size: int = 5000,
+    tick_s: float = 0.5,
+) -> ReplayStats:
+    """Send events to ``sink``: all at once, or (``realtime``) each when its time has come.
+
+    Details: in realtime mode the events due by now are flushed every ``tick_s``, so the
+    store sees them within ``tick_s`` of their timestamp.
+    """
+    stats = ReplayStats()
+
+    def flush(chunk: Sequence[UsageEventIn]) -> None:
+        for part in _batches(chunk, batch_size):
+            r = sink(part)
+            stats.sent += len(part)
+            stats.inserted += r.inserted
+            stats.duplicates += r.duplicates
+            stats.batches += 1
+
+    if not realtime:
+        flush(events)
+        return stats
+    ordered = sorted(events, key=lambda e: e.time)
+    i = 0
+    while i < len(ordered):
+        due = now()
+        j = i
+        while j < len(ordered) and ordered[j].time <= due:
+            j += 1
+        if j > i:
+            flush(ordered[i:j])
+            i = j
+        if i < len(ordered):
+            sleep(min(tick_s, max(0.0, (ordered[i].time - now()).total_seconds())))
+    return stats

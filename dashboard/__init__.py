@@ -1,0 +1,1 @@
+"""dashboard: the Plotly Dash app of unit economics."""

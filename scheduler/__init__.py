@@ -1,0 +1,1 @@
+"""scheduler: NVML measurement, packing plans over frozen snapshots, Kubernetes apply."""
