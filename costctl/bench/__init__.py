@@ -1,0 +1,1 @@
+"""Benchmarks behind `costctl bench ...`; each module exposes ``register(bench_app)``."""
