@@ -58,7 +58,12 @@ def is_well_formed(key: str) -> bool:
 
 
 def create_key(
-    engine: Engine, *, name: str, role: ApiRole, customer: str | None, now: datetime,
+    engine: Engine,
+    *,
+    name: str,
+    role: ApiRole,
+    customer: str | None,
+    now: datetime,
     key: str | None = None,
 ) -> str:
     """Store a key (random unless ``key`` is given, e.g. a bootstrap key) and return it in clear.
@@ -75,8 +80,16 @@ def create_key(
     with Session(engine) as s:
         if s.exec(select(ApiKey).where(ApiKey.prefix == prefix)).first() is not None:
             return key
-        s.add(ApiKey(name=name, prefix=prefix, key_hash=hash_key(key), role=role.value,
-                     customer=customer, created_at=now))
+        s.add(
+            ApiKey(
+                name=name,
+                prefix=prefix,
+                key_hash=hash_key(key),
+                role=role.value,
+                customer=customer,
+                created_at=now,
+            )
+        )
         s.commit()
     return key
 
@@ -99,7 +112,8 @@ def revoke_key(engine: Engine, *, prefix: str, now: datetime) -> bool:
     """Revoke a key by prefix; True if a live key was revoked."""
     with engine.begin() as conn:
         res = conn.execute(
-            update(ApiKey).where(ApiKey.prefix == prefix, ApiKey.revoked_at.is_(None))  # type: ignore[arg-type,union-attr]
+            update(ApiKey)
+            .where(ApiKey.prefix == prefix, ApiKey.revoked_at.is_(None))  # type: ignore[arg-type,union-attr]
             .values(revoked_at=now)
         )
     return bool(res.rowcount)

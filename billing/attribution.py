@@ -25,8 +25,18 @@ ALLOCATION_COLUMNS = ["model", "gpu_uuid", "fraction", "start", "end"]
 USAGE_COLUMNS = ["ts", "model", "customer", "request_type", "input_tokens", "output_tokens"]
 PRICE_COLUMNS = ["gpu_type", "pricing_class", "usd_per_hour"]
 LEDGER_COLUMNS = [
-    "hour", "model", "customer", "request_type", "kind", "gpu_seconds", "input_tokens",
-    "output_tokens", "requests", "gpu_cost_usd", "cost_adjustment_usd", "cost_cents",
+    "hour",
+    "model",
+    "customer",
+    "request_type",
+    "kind",
+    "gpu_seconds",
+    "input_tokens",
+    "output_tokens",
+    "requests",
+    "gpu_cost_usd",
+    "cost_adjustment_usd",
+    "cost_cents",
 ]
 HOUR_COLUMNS = ["hour", "metered_gpu_seconds", "metered_cost_usd", "metered_cost_cents"]
 
@@ -44,7 +54,8 @@ class Attribution:
 
 
 def _floor_hour(ts: pd.Series) -> pd.Series:
-    return ts.dt.floor("h")
+    floored: pd.Series = ts.dt.floor("h")
+    return floored
 
 
 def _in_window(frame: pd.DataFrame, window: Window, column: str = "ts") -> pd.DataFrame:
@@ -81,22 +92,27 @@ def _allocated(allocations: pd.DataFrame, metered: pd.DataFrame, window: Window)
         return pd.DataFrame(columns=["hour", "gpu_uuid", "model", "alloc_s"])
     w_start, w_end = pd.Timestamp(window.start), pd.Timestamp(window.end)
     a = allocations[ALLOCATION_COLUMNS].copy()
-    a["end"] = pd.to_datetime(a["end"], utc=True).fillna(w_end).clip(upper=w_end)
-    a["start"] = pd.to_datetime(a["start"], utc=True).clip(lower=w_start)
+    end = pd.to_datetime(a["end"], utc=True).fillna(w_end)
+    start = pd.to_datetime(a["start"], utc=True)
+    a["end"] = end.where(end < w_end, w_end)
+    a["start"] = start.where(start > w_start, w_start)
     a = a[a["end"] > a["start"]]
     if a.empty:
         return pd.DataFrame(columns=["hour", "gpu_uuid", "model", "alloc_s"])
     first = a["start"].dt.floor("h")
     n_hours = np.ceil((a["end"] - first).dt.total_seconds().to_numpy() / 3600).astype(np.int64)
     a = a.loc[a.index.repeat(n_hours)].assign(
-        hour=np.concatenate([first.iloc[i] + pd.to_timedelta(np.arange(k), "h")
-                             for i, k in enumerate(n_hours)])
+        hour=np.concatenate(
+            [first.iloc[i] + pd.to_timedelta(np.arange(k), "h") for i, k in enumerate(n_hours)]
+        )
     )
     lo = a[["start", "hour"]].max(axis=1)
     hi = pd.concat([a["end"], a["hour"] + pd.Timedelta(hours=1)], axis=1).min(axis=1)
     a["alloc_s"] = a["fraction"] * (hi - lo).dt.total_seconds().clip(lower=0)
-    a = a.groupby(["hour", "gpu_uuid", "model"], observed=True, sort=False)["alloc_s"].sum()
-    a = a.reset_index().merge(metered[["hour", "gpu_uuid", "metered_s"]], on=["hour", "gpu_uuid"])
+    summed = a.groupby(["hour", "gpu_uuid", "model"], observed=True, sort=False)["alloc_s"].sum()
+    a = summed.reset_index().merge(
+        metered[["hour", "gpu_uuid", "metered_s"]], on=["hour", "gpu_uuid"]
+    )
     raw = a.groupby(["hour", "gpu_uuid"], sort=False)["alloc_s"].transform("sum")
     a["alloc_s"] *= np.minimum(1.0, a["metered_s"] / raw.where(raw > 0, 1.0))
     return a[["hour", "gpu_uuid", "model", "alloc_s"]]
@@ -213,7 +229,8 @@ def attribute(
     alloc_rated["alloc_cost"] = alloc_rated["alloc_s"] * alloc_rated["rate"]
     alloc_hm = (
         alloc_rated.groupby(["hour", "model"], sort=False)[["alloc_s", "alloc_cost"]]
-        .sum().reset_index()
+        .sum()
+        .reset_index()
     )
     usage_hm_full = _usage_by_hour(usage)
     usage_hm = usage_hm_full.groupby(["hour", "model"], sort=False)["requests"].sum().reset_index()
@@ -224,10 +241,14 @@ def attribute(
     attributed = _split(usage_hm_full, billable[["hour", "model", "bill_cost", "bill_s"]], weights)
 
     idle = billable.assign(
-        customer=IDLE, request_type=IDLE, kind=LedgerKind.idle.value,
+        customer=IDLE,
+        request_type=IDLE,
+        kind=LedgerKind.idle.value,
         gpu_cost_usd=billable["alloc_cost"] - billable["bill_cost"],
         gpu_seconds=billable["alloc_s"] - billable["bill_s"],
-        input_tokens=0, output_tokens=0, requests=0,
+        input_tokens=0,
+        output_tokens=0,
+        requests=0,
     )
     per_gpu_alloc = alloc.groupby(["hour", "gpu_uuid"], sort=False)["alloc_s"].sum()
     un = metered.set_index(["hour", "gpu_uuid"])
@@ -235,13 +256,16 @@ def attribute(
     un = pd.DataFrame({"gpu_seconds": un_s, "gpu_cost_usd": un_s * un["rate"]}).reset_index()
     unallocated = un.groupby("hour", sort=False)[["gpu_seconds", "gpu_cost_usd"]].sum()
     unallocated = unallocated.reset_index().assign(
-        model=UNALLOCATED, customer=UNALLOCATED, request_type=UNALLOCATED,
-        kind=LedgerKind.unallocated.value, input_tokens=0, output_tokens=0, requests=0,
+        model=UNALLOCATED,
+        customer=UNALLOCATED,
+        request_type=UNALLOCATED,
+        kind=LedgerKind.unallocated.value,
+        input_tokens=0,
+        output_tokens=0,
+        requests=0,
     )
     cols = [c for c in LEDGER_COLUMNS if c not in ("cost_adjustment_usd", "cost_cents")]
-    rows = pd.concat(
-        [attributed[cols], idle[cols], unallocated[cols]], ignore_index=True
-    )
+    rows = pd.concat([attributed[cols], idle[cols], unallocated[cols]], ignore_index=True)
     hours = _hours(metered)
     return Attribution(rows=_finish(rows, hours), hours=hours)
 
@@ -269,8 +293,10 @@ def _finish(rows: pd.DataFrame, hours: pd.DataFrame) -> pd.DataFrame:
         )
     rows["cost_adjustment_usd"] = rows["cost_cents"] / 100.0 - rows["gpu_cost_usd"]
     keep = (
-        (rows["cost_cents"] != 0) | (rows["gpu_cost_usd"].abs() > 1e-12)
-        | (rows["requests"] > 0) | (rows["gpu_seconds"] > 1e-9)
+        (rows["cost_cents"] != 0)
+        | (rows["gpu_cost_usd"].abs() > 1e-12)
+        | (rows["requests"] > 0)
+        | (rows["gpu_seconds"] > 1e-9)
     )
     rows = rows[keep]
     for c in ("input_tokens", "output_tokens", "requests", "cost_cents"):

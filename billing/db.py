@@ -52,7 +52,11 @@ def make_engine(url: str, *, schema: str | None = None, echo: bool = False) -> E
     if schema:
         connect_args["options"] = f"-csearch_path={schema}"
     return create_engine(
-        url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20,
+        url,
+        echo=echo,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=20,
         connect_args=connect_args,
     )
 

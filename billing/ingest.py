@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from sqlalchemy import Connection, DateTime, Table
 from sqlalchemy.engine import Engine
 
-from billing.models import GpuProcessSample, GpuSample, UsageEvent
+from billing.models import GpuProcessSample, GpuSample, UsageEvent, table_of
 from billing.schemas import (
     USAGE_BATCH,
     GpuProcessSampleIn,
@@ -25,23 +25,48 @@ from billing.schemas import (
 )
 
 USAGE_COLUMNS = (
-    "source", "event_id", "ts", "model", "customer", "request_type",
-    "input_tokens", "output_tokens", "latency_ms", "status", "device_id",
+    "source",
+    "event_id",
+    "ts",
+    "model",
+    "customer",
+    "request_type",
+    "input_tokens",
+    "output_tokens",
+    "latency_ms",
+    "status",
+    "device_id",
 )
 SAMPLE_COLUMNS = (
-    "ts", "node", "gpu_uuid", "parent_uuid", "gpu_index", "gpu_type", "pricing_class",
-    "mig_profile", "sm_util", "mem_used_mib", "mem_total_mib", "power_w", "energy_j",
-    "interval_s", "fault",
+    "ts",
+    "node",
+    "gpu_uuid",
+    "parent_uuid",
+    "gpu_index",
+    "gpu_type",
+    "pricing_class",
+    "mig_profile",
+    "sm_util",
+    "mem_used_mib",
+    "mem_total_mib",
+    "power_w",
+    "energy_j",
+    "interval_s",
+    "fault",
 )
 PROCESS_COLUMNS = (
-    "ts", "device_uuid", "gpu_uuid", "pid", "pod_uid", "namespace", "pod", "model",
-    "sm_util", "mem_used_mib", "interval_s",
+    "ts",
+    "device_uuid",
+    "gpu_uuid",
+    "pid",
+    "pod_uid",
+    "namespace",
+    "pod",
+    "model",
+    "sm_util",
+    "mem_used_mib",
+    "interval_s",
 )
-
-
-def _table(model: Any) -> Table:
-    table: Table = model.__table__
-    return table
 
 
 def _sqlite_times(
@@ -53,7 +78,7 @@ def _sqlite_times(
         return rows
     if len(at) == 1:
         i = at[0]
-        return [(*r[:i], None if r[i] is None else utc_text(r[i]), *r[i + 1:]) for r in rows]
+        return [(*r[:i], None if r[i] is None else utc_text(r[i]), *r[i + 1 :]) for r in rows]
     return [
         tuple(utc_text(v) if i in at and v is not None else v for i, v in enumerate(r))
         for r in rows
@@ -102,8 +127,17 @@ def usage_rows(events: Iterable[UsageEventIn]) -> list[tuple[Any, ...]]:
     """Validated events as rows in USAGE_COLUMNS order."""
     return [
         (
-            e.source, e.id, e.time, e.model, e.customer, e.request_type, e.input_tokens,
-            e.output_tokens, e.latency_ms, e.status.value, e.device_id,
+            e.source,
+            e.id,
+            e.time,
+            e.model,
+            e.customer,
+            e.request_type,
+            e.input_tokens,
+            e.output_tokens,
+            e.latency_ms,
+            e.status.value,
+            e.device_id,
         )
         for e in events
     ]
@@ -112,7 +146,7 @@ def usage_rows(events: Iterable[UsageEventIn]) -> list[tuple[Any, ...]]:
 def ingest_usage_rows(engine: Engine, rows: Sequence[tuple[Any, ...]]) -> IngestResult:
     """Store usage rows (USAGE_COLUMNS order) in one transaction, skipping known keys."""
     with engine.begin() as conn:
-        inserted = bulk_insert_ignore(conn, _table(UsageEvent), USAGE_COLUMNS, rows)
+        inserted = bulk_insert_ignore(conn, table_of(UsageEvent), USAGE_COLUMNS, rows)
     return IngestResult(received=len(rows), inserted=inserted, duplicates=len(rows) - inserted)
 
 
@@ -141,9 +175,7 @@ def validate_usage_batch(
             errors.append(
                 {"index": index, "loc": ["events", *loc], "msg": err["msg"], "type": err["type"]}
             )
-        good = [
-            UsageEventIn.model_validate(item) for i, item in enumerate(payload) if i not in bad
-        ]
+        good = [UsageEventIn.model_validate(item) for i, item in enumerate(payload) if i not in bad]
         return good, errors
 
 
@@ -156,9 +188,9 @@ def ingest_gpu_samples(
     sample_rows = [tuple(getattr(s, c) for c in SAMPLE_COLUMNS) for s in samples]
     process_rows = [tuple(getattr(p, c) for c in PROCESS_COLUMNS) for p in processes]
     with engine.begin() as conn:
-        inserted = bulk_insert_ignore(conn, _table(GpuSample), SAMPLE_COLUMNS, sample_rows)
+        inserted = bulk_insert_ignore(conn, table_of(GpuSample), SAMPLE_COLUMNS, sample_rows)
         inserted += bulk_insert_ignore(
-            conn, _table(GpuProcessSample), PROCESS_COLUMNS, process_rows
+            conn, table_of(GpuProcessSample), PROCESS_COLUMNS, process_rows
         )
     received = len(sample_rows) + len(process_rows)
     return IngestResult(received=received, inserted=inserted, duplicates=received - inserted)

@@ -16,15 +16,18 @@ from billing.windows import Window, floor_hour
 log = logging.getLogger(__name__)
 
 
-def rollup_recent(
-    engine: Engine, config: BillingConfig, now: datetime
-) -> RollupResult:
+def rollup_recent(engine: Engine, config: BillingConfig, now: datetime) -> RollupResult:
     """Re-attribute the last ``rollup_lookback_h`` hours up to the current (partial) hour."""
     end = floor_hour(now) + timedelta(hours=1)
     window = Window(end - timedelta(hours=config.rollup_lookback_h), end)
     result = rollup(engine, window, config)
-    log.info("rollup %s..%s: %d rows, %d cents metered", window.start, window.end,
-             result.rows, result.metered_cost_cents)
+    log.info(
+        "rollup %s..%s: %d rows, %d cents metered",
+        window.start,
+        window.end,
+        result.rows,
+        result.metered_cost_cents,
+    )
     return result
 
 

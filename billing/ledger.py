@@ -31,6 +31,7 @@ from billing.models import (
     LedgerEntry,
     LedgerHour,
     UsageEvent,
+    table_of,
 )
 from billing.pricebook import prices_at
 from billing.windows import Window
@@ -63,16 +64,20 @@ def _hour_expr(conn: Connection, column: Any) -> ColumnElement[Any]:
 
 def load_usage_by_hour(conn: Connection, window: Window) -> pd.DataFrame:
     """Usage summed in SQL per hour x model x customer x request_type (one row per group)."""
-    hour = _hour_expr(conn, UsageEvent.ts).label("ts")  # type: ignore[arg-type]
+    u = table_of(UsageEvent).c
+    hour = _hour_expr(conn, u.ts).label("ts")
     stmt = (
         select(
-            hour, UsageEvent.model, UsageEvent.customer, UsageEvent.request_type,
-            func.sum(UsageEvent.input_tokens).label("input_tokens"),
-            func.sum(UsageEvent.output_tokens).label("output_tokens"),
+            hour,
+            u.model,
+            u.customer,
+            u.request_type,
+            func.sum(u.input_tokens).label("input_tokens"),
+            func.sum(u.output_tokens).label("output_tokens"),
             func.count().label("requests"),
         )
-        .where(UsageEvent.ts >= window.start, UsageEvent.ts < window.end)  # type: ignore[arg-type]
-        .group_by(hour, UsageEvent.model, UsageEvent.customer, UsageEvent.request_type)
+        .where(u.ts >= window.start, u.ts < window.end)
+        .group_by(hour, u.model, u.customer, u.request_type)
     )
     df = pd.read_sql(stmt, conn)
     return _utc(df, "ts").astype(
@@ -83,24 +88,24 @@ def load_usage_by_hour(conn: Connection, window: Window) -> pd.DataFrame:
 def load_inputs(conn: Connection, window: Window) -> dict[str, pd.DataFrame]:
     """The frames ``attribute`` needs for ``window`` (hour-aligned), read in one connection."""
     w = window.hour_aligned()
+    s = table_of(GpuSample).c
+    p = table_of(GpuProcessSample).c
+    a = table_of(Allocation).c
     samples = pd.read_sql(
-        select(GpuSample.ts, GpuSample.gpu_uuid, GpuSample.gpu_type, GpuSample.pricing_class,
-               GpuSample.interval_s)
-        .where(GpuSample.parent_uuid.is_(None))  # type: ignore[union-attr]
-        .where(GpuSample.ts >= w.start, GpuSample.ts < w.end),  # type: ignore[arg-type]
+        select(s.ts, s.gpu_uuid, s.gpu_type, s.pricing_class, s.interval_s).where(
+            s.parent_uuid.is_(None), s.ts >= w.start, s.ts < w.end
+        ),
         conn,
     )
     processes = pd.read_sql(
-        select(GpuProcessSample.ts, GpuProcessSample.gpu_uuid, GpuProcessSample.model,
-               GpuProcessSample.sm_util, GpuProcessSample.interval_s)
-        .where(GpuProcessSample.model.is_not(None))  # type: ignore[union-attr]
-        .where(GpuProcessSample.ts >= w.start, GpuProcessSample.ts < w.end),  # type: ignore[arg-type]
+        select(p.ts, p.gpu_uuid, p.model, p.sm_util, p.interval_s).where(
+            p.model.is_not(None), p.ts >= w.start, p.ts < w.end
+        ),
         conn,
     )
     allocations = pd.read_sql(
-        select(*[getattr(Allocation, c) for c in ALLOCATION_COLUMNS]).where(
-            Allocation.start < w.end,  # type: ignore[arg-type]
-            or_(Allocation.end.is_(None), Allocation.end > w.start),  # type: ignore[union-attr,operator]
+        select(*[a[c] for c in ALLOCATION_COLUMNS]).where(
+            a.start < w.end, or_(a.end.is_(None), a.end > w.start)
         ),
         conn,
     )
@@ -119,7 +124,10 @@ def rollup(engine: Engine, window: Window, config: BillingConfig) -> RollupResul
         inputs = load_inputs(conn, w)
     prices = prices_at(engine, w.end)
     result = attribute(
-        **inputs, prices=prices, window=w, weights=config.weights,
+        **inputs,
+        prices=prices,
+        window=w,
+        weights=config.weights,
         idle_policy=config.idle_policy,
     )
     write_attribution(engine, w, result, computed_at=w.end)
@@ -145,17 +153,14 @@ def write_attribution(
         (r[0].to_pydatetime(), *r[1:])
         for r in hours[[*HOUR_COLUMNS, "computed_at"]].itertuples(index=False)
     ]
+    entries, hour_totals = table_of(LedgerEntry), table_of(LedgerHour)
     with engine.begin() as conn:
-        conn.execute(delete(LedgerEntry).where(
-            LedgerEntry.hour >= window.start, LedgerEntry.hour < window.end  # type: ignore[arg-type]
-        ))
-        conn.execute(delete(LedgerHour).where(
-            LedgerHour.hour >= window.start, LedgerHour.hour < window.end  # type: ignore[arg-type]
-        ))
-        bulk_insert_ignore(conn, LedgerEntry.__table__, LEDGER_COLUMNS, ledger_rows)  # type: ignore[arg-type]
-        bulk_insert_ignore(
-            conn, LedgerHour.__table__, [*HOUR_COLUMNS, "computed_at"], hour_rows  # type: ignore[arg-type]
-        )
+        for table in (entries, hour_totals):
+            conn.execute(
+                delete(table).where(table.c.hour >= window.start, table.c.hour < window.end)
+            )
+        bulk_insert_ignore(conn, entries, LEDGER_COLUMNS, ledger_rows)
+        bulk_insert_ignore(conn, hour_totals, [*HOUR_COLUMNS, "computed_at"], hour_rows)
 
 
 def query_costs(
@@ -178,13 +183,16 @@ def query_costs(
     bad = [k for k in filters if k not in ("model", "customer", "request_type", "kind")]
     if bad:
         raise ValueError(f"unknown filter(s) {bad}")
-    t = LedgerEntry.__table__.c  # type: ignore[attr-defined]
+    t = table_of(LedgerEntry).c
     with engine.connect() as conn:
-        keys = []
+        keys: list[Any] = []
         for g in group_by:
             if g == "day":
-                expr = (func.strftime("%Y-%m-%d", t.hour) if conn.dialect.name == "sqlite"
-                        else func.to_char(t.hour, "YYYY-MM-DD"))
+                expr = (
+                    func.strftime("%Y-%m-%d", t.hour)
+                    if conn.dialect.name == "sqlite"
+                    else func.to_char(t.hour, "YYYY-MM-DD")
+                )
                 keys.append(expr.label("day"))
             else:
                 keys.append(t[g])
@@ -211,7 +219,7 @@ def query_costs(
 
 def metered_cents(engine: Engine, window: Window) -> int:
     """Metered cents of the hours whose start lies in ``window`` (the conservation total)."""
-    t = LedgerHour.__table__.c  # type: ignore[attr-defined]
+    t = table_of(LedgerHour).c
     with engine.connect() as conn:
         value = conn.execute(
             select(func.coalesce(func.sum(t.metered_cost_cents), 0)).where(

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import BigInteger, Column, DateTime, Index, Integer, UniqueConstraint
+from sqlalchemy import BigInteger, Column, DateTime, Index, Integer, Table, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL wants BIGINT for billions of rows.
@@ -20,16 +21,22 @@ UNALLOCATED = "__unallocated__"
 UNMETERED = "__unmetered__"
 
 
+def table_of(model: type[SQLModel]) -> Table:
+    """The SQLAlchemy Table behind a SQLModel table class (typed access for Core queries)."""
+    table: Table = model.__table__  # type: ignore[attr-defined]
+    return table
+
+
 def utcnow() -> datetime:
     """Current UTC time (edge helper for default factories)."""
     return datetime.now(UTC)
 
 
-def _id() -> int | None:
+def _id() -> Any:
     return Field(default=None, sa_column=Column(ID_TYPE, primary_key=True, autoincrement=True))
 
 
-def _ts(*, index: bool = True, nullable: bool = False) -> datetime:
+def _ts(*, index: bool = True, nullable: bool = False) -> Any:
     return Field(sa_column=Column(DateTime(timezone=True), index=index, nullable=nullable))
 
 

@@ -12,7 +12,7 @@ from sqlalchemy.engine import Engine
 
 from billing.attribution import PRICE_COLUMNS
 from billing.ingest import bulk_insert_ignore
-from billing.models import Price
+from billing.models import Price, table_of
 
 PRICING_CLASSES = ("on-demand", "spot", "reserved")
 
@@ -50,12 +50,13 @@ def store_prices(engine: Engine, prices: pd.DataFrame, effective_from: datetime)
     ]
     cols = ("gpu_type", "pricing_class", "usd_per_hour", "effective_from")
     with engine.begin() as conn:
-        return bulk_insert_ignore(conn, Price.__table__, cols, rows)  # type: ignore[arg-type]
+        return bulk_insert_ignore(conn, table_of(Price), cols, rows)
 
 
 def prices_at(engine: Engine, at: datetime) -> pd.DataFrame:
     """The price of each (GPU type, pricing class) in force at ``at`` (latest effective_from)."""
-    stmt = select(Price.gpu_type, Price.pricing_class, Price.usd_per_hour, Price.effective_from)
+    t = table_of(Price).c
+    stmt = select(t.gpu_type, t.pricing_class, t.usd_per_hour, t.effective_from)
     with engine.connect() as conn:
         df = pd.read_sql(stmt, conn)
     if df.empty:

@@ -34,7 +34,14 @@ MODEL_MIX: dict[str, float] = {
     "mixtral-8x7b": 0.15,
 }
 CUSTOMERS: tuple[str, ...] = (
-    "acme", "globex", "initech", "umbrella", "hooli", "stark", "wayne", "wonka",
+    "acme",
+    "globex",
+    "initech",
+    "umbrella",
+    "hooli",
+    "stark",
+    "wayne",
+    "wonka",
 )
 
 
@@ -52,17 +59,20 @@ def read_azure_trace(path: Path) -> pd.DataFrame:
     if not need <= set(df.columns):
         raise TraceError(f"{path}: expected columns {sorted(need)}, found {list(df.columns)}")
     ts = pd.to_datetime(df["TIMESTAMP"], utc=True, format="mixed")
-    return pd.DataFrame({
-        "offset_s": (ts - ts.min()).dt.total_seconds(),
-        "input_tokens": df["ContextTokens"].astype("int64").clip(lower=0),
-        "output_tokens": df["GeneratedTokens"].astype("int64").clip(lower=0),
-    })
+    return pd.DataFrame(
+        {
+            "offset_s": (ts - ts.min()).dt.total_seconds(),
+            "input_tokens": df["ContextTokens"].astype("int64").clip(lower=0),
+            "output_tokens": df["GeneratedTokens"].astype("int64").clip(lower=0),
+        }
+    )
 
 
 def zipf_weights(n: int, s: float = 1.1) -> np.ndarray:
     """Normalised weights 1/rank^s for ranks 1..n."""
     w = 1.0 / np.arange(1, n + 1) ** s
-    return w / w.sum()
+    out: np.ndarray = w / w.sum()
+    return out
 
 
 def assign(trace: pd.DataFrame, *, seed: int, code: bool) -> pd.DataFrame:
@@ -94,14 +104,30 @@ def to_events(
     times = [start + timedelta(seconds=o / speed) for o in assigned["offset_s"]]
     return [
         UsageEventIn.model_construct(
-            id=f"{stem}:{loop}:{i}", source=source, time=t, model=m, customer=c,
-            request_type=r, input_tokens=int(a), output_tokens=int(b), latency_ms=float(lat),
-            status=EventStatus.ok, device_id=None,
+            id=f"{stem}:{loop}:{i}",
+            source=source,
+            time=t,
+            model=m,
+            customer=c,
+            request_type=r,
+            input_tokens=int(a),
+            output_tokens=int(b),
+            latency_ms=float(lat),
+            status=EventStatus.ok,
+            device_id=None,
         )
-        for i, (t, m, c, r, a, b, lat) in enumerate(zip(
-            times, assigned["model"], assigned["customer"], assigned["request_type"],
-            assigned["input_tokens"], assigned["output_tokens"], latency, strict=True,
-        ))
+        for i, (t, m, c, r, a, b, lat) in enumerate(
+            zip(
+                times,
+                assigned["model"],
+                assigned["customer"],
+                assigned["request_type"],
+                assigned["input_tokens"],
+                assigned["output_tokens"],
+                latency,
+                strict=True,
+            )
+        )
     ]
 
 
@@ -112,8 +138,14 @@ def load_events(
     trace = read_azure_trace(path)
     stem = path.stem.removeprefix("AzureLLMInferenceTrace_")
     code = "code" in stem.lower()
-    return to_events(assign(trace, seed=seed, code=code), start=start, speed=speed,
-                     stem=stem, seed=seed, loop=loop)
+    return to_events(
+        assign(trace, seed=seed, code=code),
+        start=start,
+        speed=speed,
+        stem=stem,
+        seed=seed,
+        loop=loop,
+    )
 
 
 @dataclass
@@ -128,7 +160,7 @@ class ReplayStats:
 
 def _batches(events: Sequence[UsageEventIn], size: int) -> Iterator[Sequence[UsageEventIn]]:
     for i in range(0, len(events), size):
-        yield events[i:i + size]
+        yield events[i : i + size]
 
 
 def run_replay(

@@ -14,7 +14,9 @@ from costctl.context import EXIT_USAGE, AppContext
 from costctl.settings import Settings
 
 app = typer.Typer(
-    name="costctl", no_args_is_help=True, pretty_exceptions_enable=False,
+    name="costctl",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
     help="Pack ML models onto shared GPUs and know, to the cent, who spent what.",
 )
 app.registered_commands += metering.app.registered_commands
@@ -48,10 +50,12 @@ def root(
     verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
 ) -> None:
     """Global options."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     try:
-        settings = Settings(**({"database_url": database_url} if database_url else {}))
+        settings = Settings() if database_url is None else Settings(database_url=database_url)
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first["loc"])

@@ -29,10 +29,19 @@ def create_app(
     """Build the API over ``engine``; ``extensions`` let other packages add routes and state."""
     init_db(engine)
     if config.bootstrap_admin_key:
-        create_key(engine, name="bootstrap-admin", role=ApiRole.admin, customer=None,
-                   now=datetime.now(UTC), key=config.bootstrap_admin_key)
-    app = FastAPI(title="costctl", version="0.1.0",
-                  description="GPU cost metering, attribution and budget policy API.")
+        create_key(
+            engine,
+            name="bootstrap-admin",
+            role=ApiRole.admin,
+            customer=None,
+            now=datetime.now(UTC),
+            key=config.bootstrap_admin_key,
+        )
+    app = FastAPI(
+        title="costctl",
+        version="0.1.0",
+        description="GPU cost metering, attribution and budget policy API.",
+    )
     state = ApiState(engine=engine, config=config, redis_url=redis_url)
     app.state.costctl = state
     for r in (health.router, usage.router, costs.router, keys.router, *routers):

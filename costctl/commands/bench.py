@@ -11,8 +11,9 @@ BENCHES = ("ingest", "attribute", "pack", "authorize", "dashboard")
 
 def register(app: typer.Typer) -> None:
     """Add the `bench` group with every benchmark module that exists."""
-    bench_app = typer.Typer(help="Benchmarks (print JSON; see BENCHMARKS.md).",
-                            no_args_is_help=True)
+    bench_app = typer.Typer(
+        help="Benchmarks (print JSON; see BENCHMARKS.md).", no_args_is_help=True
+    )
     for name in BENCHES:
         try:
             module = importlib.import_module(f"costctl.bench.{name}")

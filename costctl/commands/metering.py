@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -93,13 +93,23 @@ def replay(
         t0 = t0 + (events[-1].time - events[0].time) if events else t0
         for k in total:
             total[k] += getattr(stats, k)
-    typer.echo(json.dumps({**total, "trace": str(trace), "seed": seed, "speed": speed,
-                           "span_s": round(span, 3) if events else 0}))
+    typer.echo(
+        json.dumps(
+            {
+                **total,
+                "trace": str(trace),
+                "seed": seed,
+                "speed": speed,
+                "span_s": round(span, 3) if events else 0,
+            }
+        )
+    )
 
 
-def _http_sink(url: str, key: str | None) -> object:
-    client = httpx.Client(base_url=url, timeout=30,
-                          headers={"Authorization": f"Bearer {key}"} if key else {})
+def _http_sink(url: str, key: str | None) -> Callable[[Sequence[UsageEventIn]], IngestResult]:
+    client = httpx.Client(
+        base_url=url, timeout=30, headers={"Authorization": f"Bearer {key}"} if key else {}
+    )
 
     def send(events: Sequence[UsageEventIn]) -> IngestResult:
         body = [e.model_dump(mode="json") for e in events]
@@ -114,8 +124,9 @@ def _http_sink(url: str, key: str | None) -> object:
 @app.command()
 def attribute(
     ctx: typer.Context,
-    window: Annotated[str, typer.Option(help="today, 24h, 7d, lastweek, 2026-W47, start,end")]
-    = "24h",
+    window: Annotated[
+        str, typer.Option(help="today, 24h, 7d, lastweek, 2026-W47, start,end")
+    ] = "24h",
 ) -> None:
     """Attribute a window now and replace its ledger rows."""
     c = get_ctx(ctx)
@@ -124,19 +135,26 @@ def attribute(
     except WindowError as exc:
         fail(f"--window: {exc}")
     r = rollup(c.engine, w, c.settings.billing)
-    typer.echo(json.dumps({
-        "window": [r.window.start.isoformat(), r.window.end.isoformat()], "hours": r.hours,
-        "rows": r.rows, "metered_usd": r.metered_cost_cents / 100,
-        "ledger_usd": r.ledger_cost_cents / 100,
-    }))
+    typer.echo(
+        json.dumps(
+            {
+                "window": [r.window.start.isoformat(), r.window.end.isoformat()],
+                "hours": r.hours,
+                "rows": r.rows,
+                "metered_usd": r.metered_cost_cents / 100,
+                "ledger_usd": r.ledger_cost_cents / 100,
+            }
+        )
+    )
 
 
 @app.command()
 def costs(
     ctx: typer.Context,
     window: Annotated[str, typer.Option()] = "7d",
-    group_by: Annotated[str, typer.Option(help="comma list: model,customer,request_type,kind,day")]
-    = "model,customer,request_type",
+    group_by: Annotated[
+        str, typer.Option(help="comma list: model,customer,request_type,kind,day")
+    ] = "model,customer,request_type",
     customer: Annotated[str | None, typer.Option()] = None,
     output: Annotated[str, typer.Option("-o", "--output", help="table|json|csv")] = "table",
 ) -> None:
@@ -146,8 +164,12 @@ def costs(
         fail("-o/--output must be table, json or csv")
     try:
         w = parse_window(window, now())
-        df = query_costs(c.engine, w, group_by=[g for g in group_by.split(",") if g],
-                         filters={"customer": customer} if customer else None)
+        df = query_costs(
+            c.engine,
+            w,
+            group_by=[g for g in group_by.split(",") if g],
+            filters={"customer": customer} if customer else None,
+        )
     except (WindowError, ValueError) as exc:
         fail(str(exc))
     if output == "json":

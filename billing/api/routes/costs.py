@@ -48,14 +48,24 @@ async def get_costs(
     keys = [k.strip() for k in group_by.split(",") if k.strip()]
     unknown = [k for k in keys if k not in GROUP_KEYS]
     if unknown:
-        raise unprocessable(["query", "group_by"], f"unknown key(s) {unknown}; allowed: "
-                            f"{list(GROUP_KEYS)}")
-    filters = {k: v for k, v in {"model": model, "customer": customer,
-                                 "request_type": request_type, "kind": kind}.items() if v}
+        raise unprocessable(
+            ["query", "group_by"], f"unknown key(s) {unknown}; allowed: {list(GROUP_KEYS)}"
+        )
+    filters = {
+        k: v
+        for k, v in {
+            "model": model,
+            "customer": customer,
+            "request_type": request_type,
+            "kind": kind,
+        }.items()
+        if v
+    }
     if principal.customer is not None:
         if customer is not None and customer != principal.customer:
-            raise HTTPException(status.HTTP_403_FORBIDDEN,
-                                "this key may only read its own customer's costs")
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN, "this key may only read its own customer's costs"
+            )
         filters["customer"] = principal.customer
     df = await run_in_threadpool(query_costs, state.engine, w, group_by=keys, filters=filters)
     if "hour" in df.columns:
@@ -71,5 +81,8 @@ async def get_costs(
         metered = await run_in_threadpool(metered_cents, state.engine, w) / 100
     return CostsResponse(
         window={"start": w.start.isoformat(), "end": w.end.isoformat()},
-        group_by=keys, rows=rows, totals=totals, metered_cost_usd=metered,
+        group_by=keys,
+        rows=rows,
+        totals=totals,
+        metered_cost_usd=metered,
     )

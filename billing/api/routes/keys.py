@@ -50,8 +50,9 @@ async def post_key(body: KeyCreate, state: StateDep, _a: AdminDep, now: NowDep) 
     if body.customer is not None and body.role != ApiRole.read:
         raise unprocessable(["body", "customer"], "only read keys can be scoped to a customer")
     key = await run_in_threadpool(
-        lambda: create_key(state.engine, name=body.name, role=body.role,
-                           customer=body.customer, now=now)
+        lambda: create_key(
+            state.engine, name=body.name, role=body.role, customer=body.customer, now=now
+        )
     )
     return KeyCreated(key=key, prefix=key.split("_")[1], role=body.role, customer=body.customer)
 
@@ -60,8 +61,17 @@ async def post_key(body: KeyCreate, state: StateDep, _a: AdminDep, now: NowDep) 
 async def get_keys(state: StateDep, _a: AdminDep) -> list[KeyPublic]:
     """Every key, without secrets or hashes."""
     keys = await run_in_threadpool(list_keys, state.engine)
-    return [KeyPublic(name=k.name, prefix=k.prefix, role=ApiRole(k.role), customer=k.customer,
-                      created_at=k.created_at, revoked_at=k.revoked_at) for k in keys]
+    return [
+        KeyPublic(
+            name=k.name,
+            prefix=k.prefix,
+            role=ApiRole(k.role),
+            customer=k.customer,
+            created_at=k.created_at,
+            revoked_at=k.revoked_at,
+        )
+        for k in keys
+    ]
 
 
 @router.delete("/{prefix}", status_code=status.HTTP_204_NO_CONTENT)

@@ -53,8 +53,9 @@ async def post_usage(
     events = _events(await _json_body(request))
     limit = state.config.max_batch
     if len(events) > limit:
-        raise unprocessable(["body", "events"], f"batch of {len(events)} exceeds {limit} events",
-                            "too_long")
+        raise unprocessable(
+            ["body", "events"], f"batch of {len(events)} exceeds {limit} events", "too_long"
+        )
     good, errors = validate_usage_batch(events)
     if errors and not partial:
         raise HTTPException(
@@ -78,6 +79,4 @@ async def post_gpu_samples(
     batch: GpuSampleBatch, state: StateDep, _principal: IngestDep
 ) -> IngestResult:
     """Ingest GPU and process samples from a collector (idempotent per device and time)."""
-    return await run_in_threadpool(
-        ingest_gpu_samples, state.engine, batch.samples, batch.processes
-    )
+    return await run_in_threadpool(ingest_gpu_samples, state.engine, batch.samples, batch.processes)
