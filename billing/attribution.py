@@ -81,6 +81,15 @@ def _metered(samples: pd.DataFrame, prices: pd.DataFrame) -> pd.DataFrame:
     return m[["hour", "gpu_uuid", "metered_s", "rate"]]
 
 
+def _empty_allocated() -> pd.DataFrame:
+    return pd.DataFrame({
+        "hour": pd.Series(dtype="datetime64[ns, UTC]"),
+        "gpu_uuid": pd.Series(dtype=object),
+        "model": pd.Series(dtype=object),
+        "alloc_s": pd.Series(dtype=float),
+    })
+
+
 def _allocated(allocations: pd.DataFrame, metered: pd.DataFrame, window: Window) -> pd.DataFrame:
     """Allocated GPU-seconds per hour x GPU x model, capped by what the GPU was metered.
 
@@ -89,7 +98,7 @@ def _allocated(allocations: pd.DataFrame, metered: pd.DataFrame, window: Window)
     it is scaled by metered / raw, so no cost is created.
     """
     if allocations.empty or metered.empty:
-        return pd.DataFrame(columns=["hour", "gpu_uuid", "model", "alloc_s"])
+        return _empty_allocated()
     w_start, w_end = pd.Timestamp(window.start), pd.Timestamp(window.end)
     a = allocations[ALLOCATION_COLUMNS].copy()
     end = pd.to_datetime(a["end"], utc=True).fillna(w_end)
@@ -98,7 +107,7 @@ def _allocated(allocations: pd.DataFrame, metered: pd.DataFrame, window: Window)
     a["start"] = start.where(start > w_start, w_start)
     a = a[a["end"] > a["start"]]
     if a.empty:
-        return pd.DataFrame(columns=["hour", "gpu_uuid", "model", "alloc_s"])
+        return _empty_allocated()
     first = a["start"].dt.floor("h")
     n_hours = np.ceil((a["end"] - first).dt.total_seconds().to_numpy() / 3600).astype(np.int64)
     a = a.loc[a.index.repeat(n_hours)].assign(
