@@ -82,12 +82,14 @@ def _metered(samples: pd.DataFrame, prices: pd.DataFrame) -> pd.DataFrame:
 
 
 def _empty_allocated() -> pd.DataFrame:
-    return pd.DataFrame({
-        "hour": pd.Series(dtype="datetime64[ns, UTC]"),
-        "gpu_uuid": pd.Series(dtype=object),
-        "model": pd.Series(dtype=object),
-        "alloc_s": pd.Series(dtype=float),
-    })
+    return pd.DataFrame(
+        {
+            "hour": pd.Series(dtype="datetime64[ns, UTC]"),
+            "gpu_uuid": pd.Series(dtype=object),
+            "model": pd.Series(dtype=object),
+            "alloc_s": pd.Series(dtype=float),
+        }
+    )
 
 
 def _allocated(allocations: pd.DataFrame, metered: pd.DataFrame, window: Window) -> pd.DataFrame:

@@ -155,6 +155,9 @@ def ingest_usage(engine: Engine, events: Sequence[UsageEventIn]) -> IngestResult
     return ingest_usage_rows(engine, usage_rows(events))
 
 
+RESERVED_MSG = "names starting with '__' are reserved for idle and unallocated ledger rows"
+
+
 def validate_usage_batch(
     payload: Sequence[Any],
 ) -> tuple[list[UsageEventIn], list[dict[str, Any]]]:
@@ -172,8 +175,9 @@ def validate_usage_batch(
             loc = err["loc"]
             index = int(loc[0]) if loc and isinstance(loc[0], int) else -1
             bad.add(index)
+            msg = RESERVED_MSG if err["type"] == "string_pattern_mismatch" else err["msg"]
             errors.append(
-                {"index": index, "loc": ["events", *loc], "msg": err["msg"], "type": err["type"]}
+                {"index": index, "loc": ["events", *loc], "msg": msg, "type": err["type"]}
             )
         good = [UsageEventIn.model_validate(item) for i, item in enumerate(payload) if i not in bad]
         return good, errors

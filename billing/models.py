@@ -51,17 +51,15 @@ class UsageEvent(SQLModel, table=True):
     """One inference request. (source, event_id) is the idempotency key."""
 
     __tablename__ = "usage_event"
-    __table_args__ = (
-        UniqueConstraint("source", "event_id", name="uq_usage_event_source_id"),
-        Index("ix_usage_event_model_ts", "model", "ts"),
-    )
+    # Two indexes only: every extra one costs ingest throughput (see BENCHMARKS.md).
+    __table_args__ = (UniqueConstraint("source", "event_id", name="uq_usage_event_source_id"),)
 
     id: int | None = _id()
     source: str = Field(max_length=200)
     event_id: str = Field(max_length=200)
     ts: datetime = _ts()
     model: str = Field(max_length=200)
-    customer: str = Field(max_length=200, index=True)
+    customer: str = Field(max_length=200)
     request_type: str = Field(max_length=100)
     input_tokens: int = Field(ge=0)
     output_tokens: int = Field(ge=0)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import (
-    AfterValidator,
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -20,25 +20,16 @@ from billing.models import EventStatus
 MAX_TOKENS = 10_000_000
 
 
-def _reject_reserved(v: str) -> str:
-    if v.startswith("__"):
-        raise ValueError("names starting with '__' are reserved for idle/unallocated rows")
-    return v
-
-
-def _as_utc(v: datetime) -> datetime:
-    if v.tzinfo is None:
-        raise ValueError("timestamp needs a timezone (e.g. 2026-11-23T10:00:00Z)")
-    return v.astimezone(UTC)
-
-
+# Names must not start with "__" (reserved for idle/unallocated rows). Written as a pattern
+# without look-ahead so pydantic-core checks it in Rust, not in a Python callback per field.
+NOT_RESERVED = r"^(?s:[^_].*|_|_[^_].*)$"
 Name = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
-    AfterValidator(_reject_reserved),
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=NOT_RESERVED),
 ]
 Key = Annotated[str, StringConstraints(min_length=1, max_length=200)]
-UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+# Aware datetimes only (naive ones are refused in Rust); storage converts to UTC.
+UtcDatetime = AwareDatetime
 Tokens = Annotated[int, Field(ge=0, le=MAX_TOKENS)]
 
 
@@ -141,8 +132,15 @@ class IngestResult(BaseModel):
 
 
 def utc_text(ts: datetime) -> str:
-    """A UTC datetime in the text form SQLAlchemy's SQLite DateTime reads back."""
-    return ts.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    """An aware datetime as the UTC text SQLAlchemy's SQLite DateTime reads back.
+
+    Details: shift by the UTC offset and cut the offset off the C-level isoformat: about twice
+    as fast as astimezone + strftime, which matters at 10^6 events.
+    """
+    off = ts.utcoffset()
+    if off:
+        ts = ts - off
+    return ts.isoformat(" ", "microseconds")[:26]
 
 
 __all__ = [

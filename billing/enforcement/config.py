@@ -1,0 +1,71 @@
+"""Enforcement settings: the ``enforcement`` section of BillingConfig."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field, HttpUrl, model_validator
+
+Priority = Literal["high", "normal", "low"]
+PRIORITIES: tuple[Priority, ...] = ("high", "normal", "low")
+
+
+class TokenPrice(BaseModel):
+    """The rate card of one model: USD per million tokens.
+
+    Details: USD per million tokens is exactly micro-USD per token, the unit counters use.
+    """
+
+    input_usd_per_mtok: float = Field(default=0.5, ge=0)
+    output_usd_per_mtok: float = Field(default=1.5, ge=0)
+
+
+class EnforcementConfig(BaseModel):
+    """Budgets, reservations, rate limits, load shedding, kill-switch propagation, alerts."""
+
+    backend: Literal["auto", "sql", "redis"] = Field(
+        default="auto",
+        description=(
+            "Where reservations and token buckets live. sql: the database (SELECT ... FOR UPDATE "
+            "on PostgreSQL, BEGIN IMMEDIATE on SQLite) with in-process buckets; redis: atomic "
+            "Lua scripts (needed for exact rate limits with several API workers); auto: redis "
+            "when a redis_url is configured, else sql."
+        ),
+    )
+    default_price: TokenPrice = TokenPrice()
+    prices: dict[str, TokenPrice] = Field(
+        default_factory=dict, description="Rate card per model; others use default_price."
+    )
+    reservation_ttl_s: float = Field(
+        default=300.0, gt=0, le=86_400, description="A reservation not reconciled by then expires."
+    )
+    shed_reserve: dict[Priority, float] = Field(
+        default_factory=lambda: {"high": 0.0, "normal": 0.2, "low": 0.5},
+        description=(
+            "Load shedding: a request of this priority is admitted by a token bucket only if the "
+            "bucket keeps at least this fraction of its capacity after the take, so low "
+            "priority is shed first when buckets drain."
+        ),
+    )
+    throttle_rpm: float = Field(
+        default=60.0, gt=0, description="Requests/min a 'throttle' budget allows past its soft line."
+    )
+    refresh_s: float = Field(
+        default=1.0, gt=0, le=60, description="Max staleness of cached budgets and kill-switches."
+    )
+    evaluate_interval_s: int = Field(default=30, ge=1)
+    alert_webhook_url: HttpUrl | None = None
+    alert_timeout_s: float = Field(default=2.0, gt=0)
+    metrics_public: bool = Field(default=True, description="Serve /metrics without an API key.")
+
+    @model_validator(mode="after")
+    def _reserves(self) -> EnforcementConfig:
+        for p in PRIORITIES:
+            v = self.shed_reserve.setdefault(p, 0.0)
+            if not 0 <= v < 1:
+                raise ValueError(f"shed_reserve.{p} must be in [0, 1)")
+        return self
+
+    def price(self, model: str) -> TokenPrice:
+        """The rate card entry of ``model``."""
+        return self.prices.get(model, self.default_price)

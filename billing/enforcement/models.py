@@ -1,0 +1,179 @@
+"""Tables of enforcement: budgets and their counters, rate limits, reservations, kill-switches,
+alerts and the audit log.
+
+Money is integer micro-USD (``*_micros``) so counters add up exactly; the API speaks USD.
+A scope column that is NULL matches any value ("*" in the CLI); all NULL is the global scope.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import BigInteger, Column, DateTime, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from billing.models import ID_TYPE
+
+MICROS = 1_000_000
+
+
+def _ts(*, nullable: bool = False, index: bool = False) -> Any:
+    return Field(sa_column=Column(DateTime(timezone=True), nullable=nullable, index=index))
+
+
+def _big(default: int = 0) -> Any:
+    return Field(default=default, sa_column=Column(BigInteger, nullable=False, default=default))
+
+
+def _id() -> Any:
+    return Field(default=None, sa_column=Column(ID_TYPE, primary_key=True, autoincrement=True))
+
+
+class Period(StrEnum):
+    daily = "daily"
+    weekly = "weekly"
+    monthly = "monthly"
+
+
+class BudgetAction(StrEnum):
+    """What happens at the hard limit (see billing.enforcement.decide)."""
+
+    block = "block"  # deny until the period resets
+    throttle = "throttle"  # past the soft line allow throttle_rpm, deny at the hard limit
+    kill = "kill"  # deny and trip the kill-switch of the budget's scope
+
+
+class KillScope(StrEnum):
+    model = "model"
+    customer = "customer"
+    request_type = "request_type"
+    global_ = "global"
+
+
+class BudgetRow(SQLModel, table=True):
+    """A budget over one scope and period, with a soft (alert) and a hard (action) line."""
+
+    __tablename__ = "enf_budget"
+
+    id: int | None = _id()
+    name: str = Field(max_length=100, unique=True, index=True)
+    customer: str | None = Field(default=None, max_length=200)
+    model: str | None = Field(default=None, max_length=200)
+    request_type: str | None = Field(default=None, max_length=100)
+    period: str = Field(max_length=16)
+    limit_micros: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    limit_tokens: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    soft_ratio: float = 0.8
+    action: str = Field(default=BudgetAction.block.value, max_length=16)
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class BudgetCounter(SQLModel, table=True):
+    """What a budget has spent and holds reserved in its current period (sql backend).
+
+    Invariant: reserved_* = the sum of held reservations naming this budget.
+    """
+
+    __tablename__ = "enf_budget_counter"
+
+    budget_id: int = Field(sa_column=Column(ID_TYPE, primary_key=True, autoincrement=False))
+    period_start: datetime = _ts()
+    spent_micros: int = _big()
+    spent_tokens: int = _big()
+    reserved_micros: int = _big()
+    reserved_tokens: int = _big()
+
+
+class RateLimitRow(SQLModel, table=True):
+    """Requests/min and tokens/min allowed to a scope (token buckets, one per scope value)."""
+
+    __tablename__ = "enf_rate_limit"
+
+    id: int | None = _id()
+    name: str = Field(max_length=100, unique=True, index=True)
+    customer: str | None = Field(default=None, max_length=200)
+    model: str | None = Field(default=None, max_length=200)
+    request_type: str | None = Field(default=None, max_length=100)
+    per_key: bool = Field(
+        default=True, description="One bucket per customer/model/request_type value seen."
+    )
+    rpm: float | None = None
+    tpm: float | None = None
+    updated_at: datetime = _ts()
+
+
+class ReservationStatus(StrEnum):
+    held = "held"
+    reconciled = "reconciled"  # settled by its usage event
+    released = "released"  # cancelled by the client or denied after the take
+    expired = "expired"  # not settled within reservation_ttl_s
+    charged = "charged"  # a usage event without reservation, counted once
+
+
+class ReservationRow(SQLModel, table=True):
+    """A reservation, keyed by the id the usage event will carry (also the charge journal)."""
+
+    __tablename__ = "enf_reservation"
+    __table_args__ = (Index("ix_enf_reservation_status_exp", "status", "expires_at"),)
+
+    key: str = Field(primary_key=True, max_length=200)
+    budget_ids: str = Field(default="", max_length=2000, description="Comma list of budget ids.")
+    customer: str = Field(max_length=200)
+    model: str = Field(max_length=200)
+    request_type: str = Field(max_length=100)
+    est_micros: int = _big()
+    est_tokens: int = _big()
+    actual_micros: int = _big()
+    actual_tokens: int = _big()
+    status: str = Field(max_length=16)
+    created_at: datetime = _ts()
+    expires_at: datetime = _ts()
+
+
+class KillSwitchRow(SQLModel, table=True):
+    """A kill-switch; the row stays after revive (active=False) as history."""
+
+    __tablename__ = "enf_kill_switch"
+    __table_args__ = (Index("ix_enf_kill_switch_active", "active"),)
+
+    id: int | None = _id()
+    scope: str = Field(max_length=16)
+    target: str = Field(max_length=200)
+    active: bool = True
+    reason: str = Field(max_length=1000)
+    actor: str = Field(max_length=200)
+    created_at: datetime = _ts()
+    revived_at: datetime | None = _ts(nullable=True)
+    previous_replicas: int | None = None
+
+
+class AuditRow(SQLModel, table=True):
+    """Who changed what enforcement state, when and why."""
+
+    __tablename__ = "enf_audit"
+
+    id: int | None = _id()
+    ts: datetime = _ts(index=True)
+    actor: str = Field(max_length=200)
+    action: str = Field(max_length=64)
+    subject: str = Field(max_length=300)
+    reason: str = Field(default="", max_length=1000)
+    detail: str = Field(default="{}", max_length=4000)
+
+
+class BudgetAlertRow(SQLModel, table=True):
+    """An alert sent once per budget, period and level (soft/hard)."""
+
+    __tablename__ = "enf_budget_alert"
+    __table_args__ = (UniqueConstraint("budget_id", "period_start", "level", name="uq_enf_alert"),)
+
+    id: int | None = _id()
+    budget_id: int = Field(sa_column=Column(ID_TYPE, nullable=False))
+    period_start: datetime = _ts()
+    level: str = Field(max_length=8)
+    ts: datetime = _ts()
+    spent_micros: int = _big()
+    delivered: bool = False
