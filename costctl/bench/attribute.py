@@ -53,7 +53,10 @@ def make_usage(n: int, seed: int = 7) -> pd.DataFrame:
     rng = np.random.Generator(np.random.PCG64(seed))
     pick = rng.integers(0, len(trace), n)
     models = list(MODEL_MIX)
-    cat = pd.Categorical.from_codes
+
+    def cat(codes: np.ndarray, names: list[str]) -> pd.Categorical:
+        return pd.Categorical.from_codes(codes, categories=pd.Index(names))  # type: ignore[call-overload,no-any-return]
+
     return pd.DataFrame(
         {
             "ts": pd.Timestamp(T0) + pd.to_timedelta(np.sort(rng.uniform(0, HOURS * 3600, n)), "s"),
@@ -151,7 +154,15 @@ def register(bench_app: typer.Typer) -> None:
         weights = AttributionWeights()
         window = Window(T0, T0 + timedelta(hours=HOURS))
         with timer(t, "seconds"):
-            result = attribute(**fleet, usage=usage, prices=PRICES, window=window, weights=weights)
+            result = attribute(
+                samples=fleet["samples"],
+                processes=fleet["processes"],
+                allocations=fleet["allocations"],
+                usage=usage,
+                prices=PRICES,
+                window=window,
+                weights=weights,
+            )
         conserved = int(result.rows["cost_cents"].sum()) == int(
             result.hours["metered_cost_cents"].sum()
         )
