@@ -54,7 +54,7 @@ def make_usage(n: int, seed: int = 7) -> pd.DataFrame:
     pick = rng.integers(0, len(trace), n)
     models = list(MODEL_MIX)
 
-    def cat(codes: np.ndarray, names: list[str]) -> pd.Categorical:
+    def cat(codes: np.ndarray, names: list[str]) -> pd.Categorical[str]:
         return pd.Categorical.from_codes(codes, categories=pd.Index(names))  # type: ignore[call-overload,no-any-return]
 
     return pd.DataFrame(
