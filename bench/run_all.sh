@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Re-run every benchmark named in BENCHMARKS.md; one JSON object per line on stdout.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+C=.venv/bin/costctl
+SHARED="${COSTCTL_SHARED_DIR:-../shared}"
+$C bench ingest --events 1000000 --backend sqlite --json
+$C bench ingest --events 1000000 --backend postgres --json
+$C bench attribute --events 10000000 --json
+if $C bench --help | grep -q " pack "; then
+  $C bench pack --pods "$SHARED/data/alibaba-gpu-2023/openb_pod_list_default.csv" \
+    --nodes "$SHARED/data/alibaba-gpu-2023/openb_node_list_gpu_node.csv" --json
+fi
+if $C bench --help | grep -q " authorize "; then
+  $C bench authorize --workers 4 --rps 2000 --seconds 20 --json
+fi
+if $C bench --help | grep -q " dashboard "; then
+  $C bench dashboard --events 10000000 --json
+fi
