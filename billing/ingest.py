@@ -11,16 +11,18 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import Connection, DateTime, Table
+from sqlalchemy import BigInteger, Boolean, Connection, DateTime, Float, Integer, Table
 from sqlalchemy.engine import Engine
 
 from billing.models import GpuProcessSample, GpuSample, UsageEvent, table_of
 from billing.schemas import (
     USAGE_BATCH,
+    USAGE_EVENT,
     GpuProcessSampleIn,
     GpuSampleIn,
     IngestResult,
     UsageEventIn,
+    flatten_cloudevent,
     utc_text,
 )
 
@@ -85,13 +87,28 @@ def _sqlite_times(
     ]
 
 
+def _pg_type(sa_type: Any) -> str:
+    """The PostgreSQL type name for binary COPY of a column of this SQLAlchemy type."""
+    if isinstance(sa_type, DateTime):
+        return "timestamptz"
+    if isinstance(sa_type, BigInteger):
+        return "int8"
+    if isinstance(sa_type, Integer):
+        return "int4"
+    if isinstance(sa_type, Float):
+        return "float8"
+    if isinstance(sa_type, Boolean):
+        return "bool"
+    return "text"
+
+
 def bulk_insert_ignore(
     conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
 ) -> int:
     """Insert rows, skipping those whose unique key exists; returns how many were inserted.
 
-    Details: SQLite uses ``INSERT OR IGNORE`` through executemany; PostgreSQL COPYs into a
-    temporary staging table, then ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``.
+    Details: SQLite uses ``INSERT OR IGNORE`` through executemany; PostgreSQL binary-COPYs into
+    a temporary staging table, then ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``.
     DateTime values must be aware UTC datetimes.
     """
     if not rows:
@@ -112,7 +129,8 @@ def bulk_insert_ignore(
             f"SELECT {cols} FROM {table.name} WITH NO DATA"
         )
         cur.execute(f"TRUNCATE {stage}")
-        with cur.copy(f"COPY {stage} ({cols}) FROM STDIN") as copy:
+        with cur.copy(f"COPY {stage} ({cols}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types([_pg_type(table.c[c].type) for c in columns])
             for row in rows:
                 copy.write_row(row)
         cur.execute(
@@ -127,17 +145,17 @@ def usage_rows(events: Iterable[UsageEventIn]) -> list[tuple[Any, ...]]:
     """Validated events as rows in USAGE_COLUMNS order."""
     return [
         (
-            e.source,
-            e.id,
-            e.time,
-            e.model,
-            e.customer,
-            e.request_type,
-            e.input_tokens,
-            e.output_tokens,
-            e.latency_ms,
-            e.status.value,
-            e.device_id,
+            e["source"],
+            e["id"],
+            e["time"],
+            e["model"],
+            e["customer"],
+            e["request_type"],
+            e["input_tokens"],
+            e["output_tokens"],
+            e.get("latency_ms"),
+            e.get("status", "ok"),
+            e.get("device_id"),
         )
         for e in events
     ]
@@ -163,24 +181,49 @@ def validate_usage_batch(
 ) -> tuple[list[UsageEventIn], list[dict[str, Any]]]:
     """Split a raw batch into valid events and errors ``{index, loc, msg, type}``.
 
-    Details: the whole batch is validated in one pass; only when it fails are the good events
-    re-validated one by one, so the common all-good batch costs a single TypeAdapter call.
+    Details: CloudEvents are flattened first; then the whole batch is validated in one pass,
+    and only when that fails are the good events re-validated one by one, so the common
+    all-good batch costs a single TypeAdapter call.
     """
-    try:
-        return USAGE_BATCH.validate_python(list(payload)), []
-    except ValidationError as exc:
-        errors: list[dict[str, Any]] = []
-        bad: set[int] = set()
-        for err in exc.errors(include_url=False, include_input=False):
-            loc = err["loc"]
-            index = int(loc[0]) if loc and isinstance(loc[0], int) else -1
-            bad.add(index)
-            msg = RESERVED_MSG if err["type"] == "string_pattern_mismatch" else err["msg"]
-            errors.append(
-                {"index": index, "loc": ["events", *loc], "msg": msg, "type": err["type"]}
-            )
-        good = [UsageEventIn.model_validate(item) for i, item in enumerate(payload) if i not in bad]
-        return good, errors
+    errors: list[dict[str, Any]] = []
+    items: list[Any] = []
+    for i, item in enumerate(payload):
+        try:
+            items.append(flatten_cloudevent(item))
+        except ValueError as exc:
+            errors.append({"index": i, "loc": ["events", i], "msg": str(exc), "type": "cloudevent"})
+            items.append(None)
+    if not errors:
+        try:
+            return USAGE_BATCH.validate_python(items), []
+        except ValidationError as exc:
+            errors = _errors(exc)
+    else:
+        ok = [(i, x) for i, x in enumerate(items) if x is not None]
+        try:
+            USAGE_BATCH.validate_python([x for _, x in ok])
+        except ValidationError as exc:
+            errors += [
+                {
+                    **e,
+                    "index": ok[e["index"]][0],
+                    "loc": ["events", ok[e["index"]][0], *e["loc"][2:]],
+                }
+                for e in _errors(exc)
+            ]
+    bad = {e["index"] for e in errors}
+    good = [USAGE_EVENT.validate_python(x) for i, x in enumerate(items) if i not in bad]
+    return good, sorted(errors, key=lambda e: int(e["index"]))
+
+
+def _errors(exc: ValidationError) -> list[dict[str, Any]]:
+    out = []
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = err["loc"]
+        index = int(loc[0]) if loc and isinstance(loc[0], int) else -1
+        msg = RESERVED_MSG if err["type"] == "string_pattern_mismatch" else err["msg"]
+        out.append({"index": index, "loc": ["events", *loc], "msg": msg, "type": err["type"]})
+    return out
 
 
 def ingest_gpu_samples(

@@ -48,15 +48,16 @@ class EventStatus(StrEnum):
 
 
 class UsageEvent(SQLModel, table=True):
-    """One inference request. (source, event_id) is the idempotency key."""
+    """One inference request. (source, event_id) is the idempotency key and the primary key.
+
+    Two indexes only, the key and ``ts``: a surrogate id or any other index costs ingest
+    throughput on both backends (see BENCHMARKS.md).
+    """
 
     __tablename__ = "usage_event"
-    # Two indexes only: every extra one costs ingest throughput (see BENCHMARKS.md).
-    __table_args__ = (UniqueConstraint("source", "event_id", name="uq_usage_event_source_id"),)
 
-    id: int | None = _id()
-    source: str = Field(max_length=200)
-    event_id: str = Field(max_length=200)
+    source: str = Field(max_length=200, primary_key=True)
+    event_id: str = Field(max_length=200, primary_key=True)
     ts: datetime = _ts()
     model: str = Field(max_length=200)
     customer: str = Field(max_length=200)

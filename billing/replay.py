@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from billing.models import EventStatus
 from billing.schemas import IngestResult, UsageEventIn
 
 MODEL_MIX: dict[str, float] = {
@@ -103,7 +102,7 @@ def to_events(
     latency = 40 + 0.15 * assigned["input_tokens"] + 22 * assigned["output_tokens"]
     times = [start + timedelta(seconds=o / speed) for o in assigned["offset_s"]]
     return [
-        UsageEventIn.model_construct(
+        UsageEventIn(
             id=f"{stem}:{loop}:{i}",
             source=source,
             time=t,
@@ -113,8 +112,7 @@ def to_events(
             input_tokens=int(a),
             output_tokens=int(b),
             latency_ms=float(lat),
-            status=EventStatus.ok,
-            device_id=None,
+            status="ok",
         )
         for i, (t, m, c, r, a, b, lat) in enumerate(
             zip(
@@ -191,16 +189,16 @@ def run_replay(
     if not realtime:
         flush(events)
         return stats
-    ordered = sorted(events, key=lambda e: e.time)
+    ordered = sorted(events, key=lambda e: e["time"])
     i = 0
     while i < len(ordered):
         due = now()
         j = i
-        while j < len(ordered) and ordered[j].time <= due:
+        while j < len(ordered) and ordered[j]["time"] <= due:
             j += 1
         if j > i:
             flush(ordered[i:j])
             i = j
         if i < len(ordered):
-            sleep(min(tick_s, max(0.0, (ordered[i].time - now()).total_seconds())))
+            sleep(min(tick_s, max(0.0, (ordered[i]["time"] - now()).total_seconds())))
     return stats

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, NotRequired
 
 from pydantic import (
     AwareDatetime,
@@ -12,10 +12,9 @@ from pydantic import (
     Field,
     StringConstraints,
     TypeAdapter,
-    model_validator,
+    with_config,
 )
-
-from billing.models import EventStatus
+from typing_extensions import TypedDict
 
 MAX_TOKENS = 10_000_000
 
@@ -33,15 +32,17 @@ UtcDatetime = AwareDatetime
 Tokens = Annotated[int, Field(ge=0, le=MAX_TOKENS)]
 
 
-class UsageEventIn(BaseModel):
-    """A usage event as a client sends it.
+Status = Literal["ok", "error", "timeout", "cancelled"]
 
-    Accepts the plain form ``{"id", "source", "time", "model", ...}`` and a CloudEvents 1.0
-    structured event ``{"specversion": "1.0", "id", "source", "type", "time", "data": {...}}``
-    whose ``data`` carries the usage fields.
+
+@with_config(ConfigDict(extra="forbid"))
+class UsageEventIn(TypedDict):
+    """A usage event as a client sends it (validated into a plain dict).
+
+    A TypedDict, not a BaseModel: pydantic-core validates a batch of them 3-5x faster, which
+    is most of the ingest path's CPU (see BENCHMARKS.md). CloudEvents 1.0 structured events
+    are flattened by ``flatten_cloudevent`` before validation.
     """
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     id: Key
     source: Key
@@ -51,26 +52,30 @@ class UsageEventIn(BaseModel):
     request_type: Name
     input_tokens: Tokens
     output_tokens: Tokens
-    latency_ms: Annotated[float, Field(ge=0, le=86_400_000)] | None = None
-    status: EventStatus = EventStatus.ok
-    device_id: Annotated[str, StringConstraints(max_length=200)] | None = None
+    latency_ms: NotRequired[Annotated[float, Field(ge=0, le=86_400_000)] | None]
+    status: NotRequired[Status]
+    device_id: NotRequired[Annotated[str, StringConstraints(max_length=200)] | None]
 
-    @model_validator(mode="before")
-    @classmethod
-    def _flatten_cloudevent(cls, value: Any) -> Any:
-        if isinstance(value, dict) and "specversion" in value:
-            if value.get("specversion") != "1.0":
-                raise ValueError("only CloudEvents specversion 1.0 is supported")
-            data = value.get("data")
-            if not isinstance(data, dict):
-                raise ValueError("a CloudEvent's data must be an object with the usage fields")
-            flat = {k: v for k, v in value.items() if k in ("id", "source", "time")}
-            flat.update(data)
-            return flat
+
+def flatten_cloudevent(value: Any) -> Any:
+    """A CloudEvents 1.0 structured event as a plain usage event; anything else unchanged.
+
+    Raises: ValueError for another specversion or a ``data`` that is not an object.
+    """
+    if not (isinstance(value, dict) and "specversion" in value):
         return value
+    if value.get("specversion") != "1.0":
+        raise ValueError("only CloudEvents specversion 1.0 is supported")
+    data = value.get("data")
+    if not isinstance(data, dict):
+        raise ValueError("a CloudEvent's data must be an object with the usage fields")
+    flat = {k: v for k, v in value.items() if k in ("id", "source", "time")}
+    flat.update(data)
+    return flat
 
 
 USAGE_BATCH = TypeAdapter(list[UsageEventIn])
+USAGE_EVENT = TypeAdapter(UsageEventIn)
 
 
 class GpuSampleIn(BaseModel):
@@ -145,6 +150,7 @@ def utc_text(ts: datetime) -> str:
 
 __all__ = [
     "USAGE_BATCH",
+    "USAGE_EVENT",
     "GpuProcessSampleIn",
     "GpuSampleBatch",
     "GpuSampleIn",

@@ -88,9 +88,9 @@ def replay(
         except TraceError as exc:
             fail(str(exc))
         if loop == 0 and events:
-            span = (events[-1].time - events[0].time).total_seconds()
+            span = (events[-1]["time"] - events[0]["time"]).total_seconds()
         stats = run_replay(events, sink, realtime=not no_wait, now=now)
-        t0 = t0 + (events[-1].time - events[0].time) if events else t0
+        t0 = t0 + (events[-1]["time"] - events[0]["time"]) if events else t0
         for k in total:
             total[k] += getattr(stats, k)
     typer.echo(
@@ -112,7 +112,7 @@ def _http_sink(url: str, key: str | None) -> Callable[[Sequence[UsageEventIn]], 
     )
 
     def send(events: Sequence[UsageEventIn]) -> IngestResult:
-        body = [e.model_dump(mode="json") for e in events]
+        body = [{**e, "time": e["time"].isoformat()} for e in events]
         r = client.post("/v1/usage", json=body)
         if r.status_code != 200:
             fail(f"{url}/v1/usage answered {r.status_code}: {r.text[:500]}", code=1)
