@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import uuid
 from datetime import UTC, datetime
+from queue import Queue
+from threading import Thread
 from typing import Annotated, Any
 
 import pandas as pd
@@ -63,18 +65,42 @@ def make_payload(n: int, seed: int = 7) -> list[dict[str, Any]]:
     ]
 
 
-def run_batches(engine: Engine, payload: list[dict[str, Any]], batch: int) -> dict[str, float]:
-    """Ingest ``payload`` batch by batch; returns seconds spent validating and storing."""
-    t: dict[str, float] = {}
-    inserted = 0
-    for i in range(0, len(payload), batch):
-        with timer(t, "validate_s"):
-            good, errors = validate_usage_batch(payload[i : i + batch])
-            rows = usage_rows(good)
-        assert not errors, errors[:3]
+def run_batches(
+    engine: Engine, payload: list[dict[str, Any]], batch: int, *, pipeline: bool
+) -> dict[str, float]:
+    """Ingest ``payload`` batch by batch; returns wall seconds and per-stage busy seconds.
+
+    With ``pipeline``, a writer thread stores batch k while the caller validates batch k+1
+    (what concurrent POSTs get from the API's thread pool); the drivers release the GIL while
+    the database works, so the two stages overlap on two cores.
+    """
+    t: dict[str, float] = {"inserted": 0}
+    queue: Queue[list[tuple[Any, ...]] | None] = Queue(maxsize=2)
+
+    def store(rows: list[tuple[Any, ...]]) -> None:
         with timer(t, "store_s"):
-            inserted += ingest_usage_rows(engine, rows).inserted
-    t["inserted"] = inserted
+            t["inserted"] += ingest_usage_rows(engine, rows).inserted
+
+    def writer() -> None:
+        while (rows := queue.get()) is not None:
+            store(rows)
+
+    thread = Thread(target=writer, daemon=True) if pipeline else None
+    with timer(t, "seconds"):
+        if thread:
+            thread.start()
+        for i in range(0, len(payload), batch):
+            with timer(t, "validate_s"):
+                good, errors = validate_usage_batch(payload[i : i + batch])
+                rows = usage_rows(good)
+            assert not errors, errors[:3]
+            if thread:
+                queue.put(rows)
+            else:
+                store(rows)
+        if thread:
+            queue.put(None)
+            thread.join()
     return t
 
 
@@ -127,6 +153,7 @@ def register(bench_app: typer.Typer) -> None:
         batch: Annotated[int, typer.Option(min=1, max=100_000)] = 10_000,
         baseline_events: Annotated[int, typer.Option(min=0)] = 20_000,
         url: Annotated[str | None, typer.Option(help="database URL (default: temp)")] = None,
+        pipeline: Annotated[bool, typer.Option(help="validate and store in 2 threads")] = True,
         as_json: Annotated[bool, typer.Option("--json")] = False,
     ) -> None:
         """Ingest N events in batches; print throughput next to the ORM baseline."""
@@ -141,7 +168,7 @@ def register(bench_app: typer.Typer) -> None:
             engine, schema = _engine(backend, url, tmp)
             try:
                 init_db(engine)
-                t = run_batches(engine, payload, batch)
+                t = run_batches(engine, payload, batch, pipeline=pipeline)
                 resend = ingest_usage_rows(
                     engine, usage_rows(validate_usage_batch(payload[:batch])[0])
                 )
@@ -153,7 +180,7 @@ def register(bench_app: typer.Typer) -> None:
                     with drop.begin() as c:
                         c.execute(text(f"DROP SCHEMA {schema} CASCADE"))
                     drop.dispose()
-        seconds = t["validate_s"] + t["store_s"]
+        seconds = t["seconds"]
         emit(
             {
                 "bench": "ingest",
@@ -163,6 +190,7 @@ def register(bench_app: typer.Typer) -> None:
                 "seconds": round(seconds, 3),
                 "events_per_s": round(events / seconds),
                 "batch": batch,
+                "pipeline": pipeline,
                 "validate_s": round(t["validate_s"], 3),
                 "store_s": round(t["store_s"], 3),
                 "store_events_per_s": round(events / t["store_s"]),
