@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+from billing.enforcement.config import EnforcementConfig
+
 DEFAULT_PRICE_BOOK = Path(__file__).with_name("price_book.yaml")
 
 
@@ -57,6 +59,7 @@ class BillingConfig(BaseModel):
         default=None,
         description="If set, an admin API key with this secret exists at start-up.",
     )
+    enforcement: EnforcementConfig = EnforcementConfig()
 
     @field_validator("bootstrap_admin_key")
     @classmethod

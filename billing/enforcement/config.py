@@ -20,6 +20,10 @@ class TokenPrice(BaseModel):
     output_usd_per_mtok: float = Field(default=1.5, ge=0)
 
 
+def _default_reserve() -> dict[Priority, float]:
+    return {"high": 0.0, "normal": 0.2, "low": 0.5}
+
+
 class EnforcementConfig(BaseModel):
     """Budgets, reservations, rate limits, load shedding, kill-switch propagation, alerts."""
 
@@ -40,7 +44,7 @@ class EnforcementConfig(BaseModel):
         default=300.0, gt=0, le=86_400, description="A reservation not reconciled by then expires."
     )
     shed_reserve: dict[Priority, float] = Field(
-        default_factory=lambda: {"high": 0.0, "normal": 0.2, "low": 0.5},
+        default_factory=_default_reserve,
         description=(
             "Load shedding: a request of this priority is admitted by a token bucket only if the "
             "bucket keeps at least this fraction of its capacity after the take, so low "
@@ -48,7 +52,9 @@ class EnforcementConfig(BaseModel):
         ),
     )
     throttle_rpm: float = Field(
-        default=60.0, gt=0, description="Requests/min a 'throttle' budget allows past its soft line."
+        default=60.0,
+        gt=0,
+        description="Requests/min a 'throttle' budget allows past its soft line.",
     )
     refresh_s: float = Field(
         default=1.0, gt=0, le=60, description="Max staleness of cached budgets and kill-switches."

@@ -97,8 +97,8 @@ class RateLimitRow(SQLModel, table=True):
     customer: str | None = Field(default=None, max_length=200)
     model: str | None = Field(default=None, max_length=200)
     request_type: str | None = Field(default=None, max_length=100)
-    per_key: bool = Field(
-        default=True, description="One bucket per customer/model/request_type value seen."
+    per: str = Field(
+        default="", max_length=64, description="Comma list of dims with one bucket per value."
     )
     rpm: float | None = None
     tpm: float | None = None

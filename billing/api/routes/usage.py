@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
@@ -14,6 +15,12 @@ from billing.ingest import ingest_gpu_samples, ingest_usage, validate_usage_batc
 from billing.schemas import GpuSampleBatch, IngestResult
 
 router = APIRouter(prefix="/v1", tags=["ingest"])
+log = logging.getLogger(__name__)
+
+# ApiState.extras[USAGE_HOOKS]: callables (events) -> None run after a batch is stored, e.g.
+# enforcement settling reservations. A failing hook is logged and never fails the ingest:
+# the events are stored, and the hook's owner must catch up from the table.
+USAGE_HOOKS = "usage_hooks"
 
 
 async def _json_body(request: Request) -> Any:
@@ -63,6 +70,11 @@ async def post_usage(
             detail=[{**e, "loc": ["body", *e["loc"]]} for e in errors],
         )
     result = await run_in_threadpool(ingest_usage, state.engine, good)
+    for hook in state.extras.get(USAGE_HOOKS, ()):
+        try:
+            await run_in_threadpool(hook, good)
+        except Exception:
+            log.exception("usage hook %r failed", hook)
     rejected_idx = sorted({e["index"] for e in errors})
     return IngestResult(
         received=len(events),

@@ -1,0 +1,79 @@
+"""Prometheus metrics of enforcement, in a registry per app (no process-global state).
+
+Decision counters count this worker's decisions (Prometheus sums workers by instance);
+reservations in flight, bucket levels and kill-switches are read from the shared backend at
+scrape time, so every worker reports the same cluster-wide figure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from billing.enforcement.backend import BucketBackend, ReservationBackend
+
+
+class _Shared(Collector):
+    def __init__(
+        self,
+        reservations: ReservationBackend,
+        buckets: BucketBackend,
+        bucket_keys: Callable[[], list[str]],
+        kills: Callable[[], int],
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.reservations, self.buckets = reservations, buckets
+        self.bucket_keys, self.kills, self.clock = bucket_keys, kills, clock
+
+    def collect(self) -> Iterable[Metric]:
+        g = GaugeMetricFamily(
+            "costctl_reservations_in_flight", "Budget reservations held (not yet settled)."
+        )
+        g.add_metric([], self.reservations.in_flight())
+        yield g
+        k = GaugeMetricFamily("costctl_kill_switches_active", "Kill-switches currently active.")
+        k.add_metric([], self.kills())
+        yield k
+        b = GaugeMetricFamily(
+            "costctl_bucket_level", "Token bucket level as last stored.", labels=["bucket"]
+        )
+        for key, level in self.buckets.levels(self.bucket_keys(), self.clock()).items():
+            b.add_metric([key], level)
+        yield b
+
+
+class EnforcementMetrics:
+    """The counters the hot path updates and the collector of shared gauges."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.decisions = Counter(
+            "costctl_authorize_decisions",
+            "Authorize decisions by outcome and reason.",
+            ["outcome", "reason"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "costctl_authorize_seconds",
+            "Time to decide (inside the worker).",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.1),
+            registry=self.registry,
+        )
+        self.alerts = Counter(
+            "costctl_budget_alerts", "Budget alerts raised.", ["level"], registry=self.registry
+        )
+
+    def attach(
+        self,
+        reservations: ReservationBackend,
+        buckets: BucketBackend,
+        bucket_keys: Callable[[], list[str]],
+        kills: Callable[[], int],
+        clock: Callable[[], datetime],
+    ) -> None:
+        """Register the scrape-time gauges."""
+        self.registry.register(_Shared(reservations, buckets, bucket_keys, kills, clock))
