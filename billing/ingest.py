@@ -11,7 +11,16 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import BigInteger, Boolean, Connection, DateTime, Float, Integer, Table
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Connection,
+    DateTime,
+    Float,
+    Integer,
+    Table,
+    UniqueConstraint,
+)
 from sqlalchemy.engine import Engine
 
 from billing.models import GpuProcessSample, GpuSample, UsageEvent, table_of
@@ -102,6 +111,14 @@ def _pg_type(sa_type: Any) -> str:
     return "text"
 
 
+def _conflict_key(table: Table) -> list[str]:
+    """The columns of the table's idempotency key: its unique constraint, else its primary key."""
+    for constraint in table.constraints:
+        if isinstance(constraint, UniqueConstraint):
+            return [c.name for c in constraint.columns]
+    return [c.name for c in table.primary_key.columns]
+
+
 def bulk_insert_ignore(
     conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
 ) -> int:
@@ -133,8 +150,12 @@ def bulk_insert_ignore(
             copy.set_types([_pg_type(table.c[c].type) for c in columns])
             for row in rows:
                 copy.write_row(row)
+        # Inserting in key order means two overlapping batches take their row locks in the
+        # same order, so concurrent re-sends wait for each other instead of deadlocking.
+        order = ", ".join(_conflict_key(table))
         cur.execute(
-            f"INSERT INTO {table.name} ({cols}) SELECT {cols} FROM {stage} ON CONFLICT DO NOTHING"
+            f"INSERT INTO {table.name} ({cols}) SELECT {cols} FROM {stage} "
+            f"ORDER BY {order} ON CONFLICT DO NOTHING"
         )
         return int(cur.rowcount)
     finally:

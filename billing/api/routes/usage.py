@@ -12,7 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 from billing.api.deps import IngestDep, StateDep
 from billing.api.errors import unprocessable
 from billing.ingest import ingest_gpu_samples, ingest_usage, validate_usage_batch
-from billing.schemas import GpuSampleBatch, IngestResult
+from billing.schemas import USAGE_BATCH, GpuSampleBatch, IngestResult
 
 router = APIRouter(prefix="/v1", tags=["ingest"])
 log = logging.getLogger(__name__)
@@ -42,7 +42,18 @@ def _events(body: Any) -> list[Any]:
     return body
 
 
-@router.post("/usage", response_model=IngestResult)
+_USAGE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": USAGE_BATCH.json_schema()},
+            "application/cloudevents-batch+json": {"schema": {"type": "array"}},
+        },
+    }
+}
+
+
+@router.post("/usage", response_model=IngestResult, openapi_extra=_USAGE_BODY)
 async def post_usage(
     request: Request,
     state: StateDep,
