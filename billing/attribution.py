@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from billing.config import AttributionWeights, IdlePolicy
-from billing.models import IDLE, UNALLOCATED, LedgerKind
+from billing.kinds import IDLE, UNALLOCATED, LedgerKind
 from billing.windows import Window
 
 SAMPLE_COLUMNS = ["ts", "gpu_uuid", "gpu_type", "pricing_class", "interval_s"]

@@ -13,12 +13,12 @@ from typing import Any
 from sqlalchemy import BigInteger, Column, DateTime, Index, Integer, Table, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from billing.kinds import IDLE, UNALLOCATED, LedgerKind
+
+__all__ = ["IDLE", "UNALLOCATED", "LedgerKind"]  # re-exported for callers of billing.models
+
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL wants BIGINT for billions of rows.
 ID_TYPE = BigInteger().with_variant(Integer(), "sqlite")
-
-IDLE = "__idle__"
-UNALLOCATED = "__unallocated__"
-UNMETERED = "__unmetered__"
 
 
 def table_of(model: type[SQLModel]) -> Table:
@@ -154,12 +154,6 @@ class Price(SQLModel, table=True):
     pricing_class: str = Field(max_length=32)
     usd_per_hour: float = Field(ge=0)
     effective_from: datetime = _ts(index=False)
-
-
-class LedgerKind(StrEnum):
-    attributed = "attributed"
-    idle = "idle"
-    unallocated = "unallocated"
 
 
 class LedgerEntry(SQLModel, table=True):
