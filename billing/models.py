@@ -13,9 +13,9 @@ from typing import Any
 from sqlalchemy import BigInteger, Column, DateTime, Index, Integer, Table, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from billing.kinds import IDLE, UNALLOCATED, LedgerKind
-
-__all__ = ["IDLE", "UNALLOCATED", "LedgerKind"]  # re-exported for callers of billing.models
+from billing.kinds import IDLE as IDLE  # re-exported
+from billing.kinds import UNALLOCATED as UNALLOCATED
+from billing.kinds import LedgerKind as LedgerKind
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL wants BIGINT for billions of rows.
 ID_TYPE = BigInteger().with_variant(Integer(), "sqlite")
