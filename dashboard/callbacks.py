@@ -1,0 +1,217 @@
+"""One callback renders the page: read once (``queries.load``), transform, draw.
+
+``render`` is the pure part (frames + selection -> figures and headline figures) and is what
+the tests and the benchmark call; ``register`` wires it to Dash with the clock and the
+session's viewer at the edge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import plotly.graph_objects as go
+from dash import Dash, Input, Output
+from sqlalchemy.engine import Engine
+
+from billing.windows import Window, WindowError, parse_window
+from dashboard import figures
+from dashboard import transforms as tf
+from dashboard.auth import Viewer, current_viewer
+from dashboard.layout import FLEET_GRAPHS, GRAPHS, kpi_cards
+from dashboard.queries import DashData, load
+
+# A panel fed by another package (budgets, packing plan, what-if): now, viewer -> figure.
+Panel = Callable[[datetime, Viewer], go.Figure]
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The filters as the page sends them (empty tuples mean all)."""
+
+    window: str = "24h"
+    customers: tuple[str, ...] = ()
+    models: tuple[str, ...] = ()
+    request_types: tuple[str, ...] = ()
+    top_n: int = 5
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """What one render produces."""
+
+    figures: dict[str, go.Figure]
+    kpis: tf.Kpis
+    options: dict[str, list[str]]
+    rows: int
+
+
+@dataclass(frozen=True)
+class Panels:
+    """Panels owned by other packages; a missing one shows a 'no data yet' figure."""
+
+    budget: Panel | None = None
+    plan: Panel | None = None
+    whatif: Panel | None = None
+    missing: dict[str, str] = field(
+        default_factory=lambda: {
+            "g-budget": "budgets are not available in this build",
+            "g-plan": "the packing plan is not available in this build",
+            "g-whatif": "the what-if is not available in this build",
+        }
+    )
+
+
+def resolve_window(text: str, now: datetime) -> Window:
+    """The window of a selection (falls back to 24h on a bad value)."""
+    try:
+        return parse_window(text, now)
+    except WindowError:
+        return parse_window("24h", now)
+
+
+def render(data: DashData, sel: Selection, viewer: Viewer) -> Rendered:
+    """Figures and headline figures of ``data`` under ``sel`` (pure).
+
+    A tenant's selection is forced to its customer whatever the page sent.
+    """
+    customers = (viewer.customer,) if viewer.customer else sel.customers
+    led = tf.filter_ledger(
+        data.ledger, models=sel.models, customers=customers, request_types=sel.request_types
+    )
+    freq = tf.bucket_freq(data.window)
+    att = data.ledger[data.ledger["kind"] == tf.ATTRIBUTED]
+    options = {
+        "customer": sorted(att["customer"].unique().tolist()),
+        "model": sorted(data.ledger.loc[data.ledger["kind"] != tf.UNALLOCATED, "model"].unique()),
+        "request_type": sorted(att["request_type"].unique().tolist()),
+    }
+    n = max(1, sel.top_n)
+    figs = {
+        "g-cost-per-1k": figures.cost_per_1k(tf.cost_per_1k_tokens(led, freq)),
+        "g-by-customer": figures.cost_stack(
+            tf.cost_stack(led, "customer", n, freq), f"Cost by customer (USD, top {n} + other)"
+        ),
+        "g-by-request-type": figures.cost_stack(
+            tf.cost_stack(led, "request_type", n, freq),
+            f"Cost by request type (USD, top {n} + other)",
+        ),
+    }
+    if viewer.is_tenant:
+        for gid in FLEET_GRAPHS:
+            figs[gid] = figures.empty(GRAPHS[gid], "fleet panels are not shown to a customer key")
+    else:
+        figs["g-utilization"] = figures.utilization(
+            tf.device_utilization(data.devices, data.allocations, data.window)
+        )
+        figs["g-idle"] = figures.idle_cost(tf.idle_by_model(led))
+    return Rendered(figs, tf.kpis(led), options, len(led))
+
+
+def kpi_items(k: tf.Kpis, viewer: Viewer) -> list[tuple[str, str]]:
+    """Formatted headline figures (a tenant sees only what it is billed)."""
+    per_1k = "–" if k.usd_per_1k_tokens is None else f"${k.usd_per_1k_tokens:,.4f}"
+    items = [
+        ("billed cost", f"${k.attributed_usd:,.2f}"),
+        ("cost per 1k tokens", per_1k),
+        ("tokens", f"{k.tokens:,}"),
+        ("requests", f"{k.requests:,}"),
+    ]
+    if not viewer.is_tenant:
+        idle = "–" if k.idle_share is None else f"{k.idle_share:.1%}"
+        items = [
+            ("GPU cost (metered)", f"${k.cost_usd:,.2f}"),
+            *items,
+            ("idle + unallocated", f"${k.idle_usd + k.unallocated_usd:,.2f} ({idle})"),
+            ("GPU-hours", f"{k.gpu_hours:,.2f}"),
+        ]
+    return items
+
+
+def _panel(panels: Panels, gid: str, panel: Panel | None, now: datetime, v: Viewer) -> go.Figure:
+    if v.is_tenant and gid in FLEET_GRAPHS:
+        return figures.empty(GRAPHS[gid], "fleet panels are not shown to a customer key")
+    if panel is None:
+        return figures.empty(GRAPHS[gid], panels.missing[gid])
+    return panel(now, v)
+
+
+def render_page(
+    engine: Engine, sel: Selection, viewer: Viewer, now: datetime, panels: Panels
+) -> tuple[Rendered, Window]:
+    """Read and render everything one refresh shows (the edge: DB reads + panels)."""
+    window = resolve_window(sel.window, now)
+    data = load(engine, window, customer=viewer.customer)
+    out = render(data, sel, viewer)
+    out.figures["g-budget"] = _panel(panels, "g-budget", panels.budget, now, viewer)
+    out.figures["g-plan"] = _panel(panels, "g-plan", panels.plan, now, viewer)
+    out.figures["g-whatif"] = _panel(panels, "g-whatif", panels.whatif, now, viewer)
+    return out, data.window
+
+
+def _tuple(v: Sequence[str] | str | None) -> tuple[str, ...]:
+    if v is None:
+        return ()
+    return (v,) if isinstance(v, str) else tuple(v)
+
+
+def register(
+    app: Dash,
+    engine: Engine,
+    *,
+    clock: Callable[[], datetime],
+    require_auth: bool,
+    panels: Panels,
+) -> None:
+    """Wire the page's one callback."""
+    outputs = [Output(gid, "figure") for gid in GRAPHS] + [
+        Output("kpis", "children"),
+        Output("status", "children"),
+        Output("f-customer", "options"),
+        Output("f-model", "options"),
+        Output("f-request-type", "options"),
+    ]
+    inputs = [
+        Input("f-window", "value"),
+        Input("f-customer", "value"),
+        Input("f-model", "value"),
+        Input("f-request-type", "value"),
+        Input("f-top-n", "value"),
+        Input("tick", "n_intervals"),
+    ]
+
+    @app.callback(outputs, inputs)  # type: ignore[misc,untyped-decorator]
+    def update(
+        window: str | None,
+        customers: Sequence[str] | None,
+        models: Sequence[str] | None,
+        request_types: Sequence[str] | None,
+        top_n: int | None,
+        _tick: int | None,
+    ) -> list[Any]:
+        viewer = current_viewer(require_auth)
+        if viewer is None:  # the guard already answered 401; belt and braces
+            raise PermissionError("not signed in")
+        sel = Selection(
+            window or "24h",
+            _tuple(customers),
+            _tuple(models),
+            _tuple(request_types),
+            int(top_n or 5),
+        )
+        now = clock()
+        out, w = render_page(engine, sel, viewer, now, panels)
+        status = (
+            f"window {w.start:%Y-%m-%d %H:%M}–{w.end:%Y-%m-%d %H:%M} UTC · {out.rows} ledger rows"
+            f" · refreshed {now:%H:%M:%S} UTC"
+        )
+        return [
+            *[out.figures[gid] for gid in GRAPHS],
+            kpi_cards(kpi_items(out.kpis, viewer)),
+            status,
+            out.options["customer"],
+            out.options["model"],
+            out.options["request_type"],
+        ]

@@ -1,0 +1,151 @@
+"""Plotly figures from the frames of ``dashboard.transforms`` (pure: frame in, figure out).
+
+A figure with nothing to show says why in its middle ("no data yet: ...") instead of drawing
+empty axes; such a figure has no traces, which is what the browser test checks for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from dashboard.transforms import IDLE_LABEL, OTHER, UNALLOCATED_LABEL
+
+TEMPLATE = "plotly_white"
+HEIGHT = 340
+FIXED_COLORS = {IDLE_LABEL: "#c7c7c7", UNALLOCATED_LABEL: "#8c8c8c", OTHER: "#dcb0f2"}
+
+
+def _base(title: str, **layout: object) -> go.Figure:
+    fig = go.Figure()
+    base: dict[str, object] = {
+        "title": {"text": title, "x": 0.01, "font": {"size": 15}},
+        "template": TEMPLATE,
+        "height": HEIGHT,
+        "margin": {"l": 60, "r": 20, "t": 50, "b": 40},
+        "legend": {"font": {"size": 11}},
+    }
+    fig.update_layout(**{**base, **layout})
+    return fig
+
+
+def empty(title: str, reason: str) -> go.Figure:
+    """A figure without traces that states why it is empty."""
+    fig = _base(title, xaxis={"visible": False}, yaxis={"visible": False})
+    fig.add_annotation(
+        text=f"no data yet: {reason}",
+        showarrow=False,
+        x=0.5,
+        y=0.5,
+        xref="paper",
+        yref="paper",
+        font={"size": 14, "color": "#666"},
+    )
+    return fig
+
+
+def cost_per_1k(df: pd.DataFrame) -> go.Figure:
+    """Lines per model: billed USD per 1k tokens (solid) and loaded with idle (dotted)."""
+    title = "Cost per 1k tokens by model (USD; dotted = incl. the model's idle)"
+    if df.empty:
+        return empty(title, "no tokens in this window")
+    fig = _base(title, yaxis={"title": "USD / 1k tokens", "rangemode": "tozero"})
+    palette = fig.layout.template.layout.colorway or ()
+    for i, (model, g) in enumerate(df.groupby("model", sort=True)):
+        color = palette[i % len(palette)] if palette else None
+        fig.add_scatter(
+            x=g["bucket"],
+            y=g["billed_per_1k"],
+            name=str(model),
+            mode="lines+markers",
+            line={"color": color},
+            legendgroup=str(model),
+        )
+        fig.add_scatter(
+            x=g["bucket"],
+            y=g["loaded_per_1k"],
+            name=f"{model} incl. idle",
+            mode="lines",
+            line={"color": color, "dash": "dot"},
+            legendgroup=str(model),
+            showlegend=False,
+        )
+    return fig
+
+
+def cost_stack(df: pd.DataFrame, title: str) -> go.Figure:
+    """Stacked bars of USD per bucket, one trace per label (largest first)."""
+    if df.empty:
+        return empty(title, "no ledger rows in this window")
+    fig = _base(title, barmode="stack", yaxis={"title": "USD"})
+    for label in df["label"].drop_duplicates():
+        g = df[df["label"] == label]
+        fig.add_bar(
+            x=g["bucket"],
+            y=g["cost_usd"],
+            name=str(label),
+            marker={"color": FIXED_COLORS.get(str(label))},
+        )
+    return fig
+
+
+def utilization(df: pd.DataFrame) -> go.Figure:
+    """Horizontal bars per GPU / MIG slice: allocated % next to used SM %."""
+    title = "GPU and MIG-slice utilization vs allocation (% of the device)"
+    if df.empty:
+        return empty(title, "no GPU samples in this window")
+    names = [
+        f"{'  └ ' + str(p) if isinstance(p, str) and p else str(d)[:18]}"
+        f" {t}{' · ' + m if m else ''}"
+        for d, p, t, m in zip(
+            df["device"], df["profile"], df["gpu_type"], df["models"], strict=True
+        )
+    ]
+    fig = _base(
+        title,
+        barmode="group",
+        height=max(HEIGHT, 60 + 28 * len(df)),
+        xaxis={"title": "%", "range": [0, 100]},
+        yaxis={"autorange": "reversed", "automargin": True},
+    )
+    fig.add_bar(y=names, x=df["allocated_pct"], name="allocated", orientation="h")
+    fig.add_bar(y=names, x=df["used_pct"], name="used (SM busy)", orientation="h")
+    return fig
+
+
+def idle_cost(df: pd.DataFrame) -> go.Figure:
+    """Bars of idle USD per model plus unallocated GPU time."""
+    title = "Idle cost: allocated but not busy, per model, and unallocated"
+    if df.empty:
+        return empty(title, "no idle or unallocated cost in this window")
+    fig = _base(title, yaxis={"title": "USD"})
+    colors = [FIXED_COLORS.get(str(lbl), "#ff7f0e") for lbl in df["label"]]
+    fig.add_bar(
+        x=df["label"],
+        y=df["cost_usd"],
+        marker={"color": colors},
+        text=[f"${v:,.2f}" for v in df["cost_usd"]],
+        customdata=df["gpu_hours"],
+        hovertemplate="%{x}: $%{y:,.2f} (%{customdata:.2f} GPU-h)<extra></extra>",
+        name="idle",
+    )
+    return fig
+
+
+def bars(
+    title: str,
+    x: Sequence[str],
+    series: dict[str, Sequence[float]],
+    *,
+    yaxis: str,
+    empty_reason: str,
+) -> go.Figure:
+    """Grouped bars, one trace per series (used by the plan and what-if panels)."""
+    if not x:
+        return empty(title, empty_reason)
+    fig = _base(title, barmode="group", yaxis={"title": yaxis})
+    for name, ys in series.items():
+        fig.add_bar(x=list(x), y=list(ys), name=name)
+    return fig

@@ -1,0 +1,170 @@
+"""The dashboard's database reads: a few grouped SQL queries into pandas, once per render.
+
+Nothing here reads a usage event: the ledger is already one row per hour x model x customer x
+request_type, and GPU samples are summed per hour x device in SQL, so a page load costs a
+handful of queries whose size grows with hours x groups, not with requests.
+The pure transforms over these frames live in ``dashboard.transforms``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy.engine import Connection, Engine
+
+from billing.models import Allocation, GpuSample, LedgerEntry, LedgerHour, table_of
+from billing.windows import Window
+
+LEDGER_READ = [
+    "hour",
+    "model",
+    "customer",
+    "request_type",
+    "kind",
+    "gpu_seconds",
+    "input_tokens",
+    "output_tokens",
+    "requests",
+    "cost_cents",
+]
+DEVICE_HOURLY = [
+    "hour",
+    "gpu_uuid",
+    "parent_uuid",
+    "gpu_type",
+    "mig_profile",
+    "sample_s",
+    "busy_s",
+    "mem_used_mib",
+    "mem_total_mib",
+]
+ALLOCATION_READ = [
+    "model",
+    "node",
+    "gpu_uuid",
+    "device_uuid",
+    "mode",
+    "profile",
+    "fraction",
+    "start",
+    "end",
+]
+
+
+@dataclass(frozen=True)
+class DashData:
+    """Everything one render needs, read in one connection.
+
+    ledger: LEDGER_READ rows of the window (one customer only for a tenant);
+    hours: metered cents per hour (ledger_hour); devices: DEVICE_HOURLY (physical GPUs with
+    parent_uuid None, MIG instances with their parent); allocations: ALLOCATION_READ rows
+    overlapping the window. Tenant reads leave devices and allocations empty.
+    """
+
+    window: Window
+    ledger: pd.DataFrame
+    hours: pd.DataFrame
+    devices: pd.DataFrame
+    allocations: pd.DataFrame
+    customer: str | None = None
+
+
+def _utc(df: pd.DataFrame, *cols: str) -> pd.DataFrame:
+    for c in cols:
+        df[c] = pd.to_datetime(df[c], utc=True)
+    return df
+
+
+def hour_expr(conn: Connection, column: Any) -> ColumnElement[Any]:
+    """``column`` truncated to the hour, in the dialect of ``conn``."""
+    if conn.dialect.name == "sqlite":
+        return func.strftime("%Y-%m-%d %H:00:00", column)
+    return func.date_trunc("hour", column)
+
+
+def read_ledger(conn: Connection, window: Window, customer: str | None = None) -> pd.DataFrame:
+    """Ledger rows whose hour starts in ``window`` (only ``customer``'s when given)."""
+    t = table_of(LedgerEntry).c
+    stmt = select(*[t[c] for c in LEDGER_READ]).where(t.hour >= window.start, t.hour < window.end)
+    if customer is not None:
+        stmt = stmt.where(t.customer == customer)
+    df = pd.read_sql(stmt, conn)
+    df = _utc(df, "hour")
+    for c in ("input_tokens", "output_tokens", "requests", "cost_cents"):
+        df[c] = df[c].astype("int64")
+    df["gpu_seconds"] = df["gpu_seconds"].astype(float)
+    return df
+
+
+def read_hours(conn: Connection, window: Window) -> pd.DataFrame:
+    """Metered GPU-seconds and cents per hour (the totals the ledger adds up to)."""
+    t = table_of(LedgerHour).c
+    stmt = select(t.hour, t.metered_gpu_seconds, t.metered_cost_cents).where(
+        t.hour >= window.start, t.hour < window.end
+    )
+    df = _utc(pd.read_sql(stmt, conn), "hour")
+    df["metered_cost_cents"] = df["metered_cost_cents"].astype("int64")
+    return df
+
+
+def read_devices(conn: Connection, window: Window) -> pd.DataFrame:
+    """GPU and MIG-instance samples summed per hour x device in SQL (DEVICE_HOURLY).
+
+    Details: sample_s = Σ interval_s; busy_s = Σ sm_util/100 x interval_s (a sample without
+    sm_util counts as not busy); memory columns are the hour's maximum.
+    """
+    s = table_of(GpuSample).c
+    hour = hour_expr(conn, s.ts).label("hour")
+    stmt = (
+        select(
+            hour,
+            s.gpu_uuid,
+            func.max(s.parent_uuid).label("parent_uuid"),
+            func.max(s.gpu_type).label("gpu_type"),
+            func.max(s.mig_profile).label("mig_profile"),
+            func.sum(s.interval_s).label("sample_s"),
+            func.sum(func.coalesce(s.sm_util, 0.0) * s.interval_s / 100.0).label("busy_s"),
+            func.max(s.mem_used_mib).label("mem_used_mib"),
+            func.max(s.mem_total_mib).label("mem_total_mib"),
+        )
+        .where(s.ts >= window.start, s.ts < window.end)
+        .group_by(hour, s.gpu_uuid)
+    )
+    df = _utc(pd.read_sql(stmt, conn), "hour")
+    for c in ("sample_s", "busy_s", "mem_used_mib", "mem_total_mib"):
+        df[c] = df[c].astype(float)
+    return df
+
+
+def read_allocations(conn: Connection, window: Window) -> pd.DataFrame:
+    """Allocations overlapping ``window`` (open-ended ones have ``end`` NaT)."""
+    a = table_of(Allocation).c
+    stmt = select(*[a[c] for c in ALLOCATION_READ]).where(
+        a.start < window.end, or_(a.end.is_(None), a.end > window.start)
+    )
+    df = _utc(pd.read_sql(stmt, conn), "start", "end")
+    df["fraction"] = df["fraction"].astype(float)
+    return df
+
+
+def load(engine: Engine, window: Window, *, customer: str | None = None) -> DashData:
+    """Read one render's frames: the window is widened to whole hours (ledger granularity).
+
+    A tenant (``customer`` given) gets only its ledger rows; fleet frames stay empty.
+    """
+    w = window.hour_aligned()
+    with engine.connect() as conn:
+        ledger = read_ledger(conn, w, customer)
+        if customer is not None:
+            empty = pd.DataFrame()
+            return DashData(w, ledger, read_hours(conn, w).iloc[0:0], empty, empty, customer)
+        return DashData(
+            w,
+            ledger,
+            read_hours(conn, w),
+            read_devices(conn, w),
+            read_allocations(conn, w),
+        )

@@ -1,0 +1,246 @@
+"""Pure transforms from the frames of ``dashboard.queries`` to what each chart plots.
+
+No database, no clock: every function takes frames (and a window) and returns a frame or a
+small dataclass, so each is unit-tested with asserted numbers. Cost never appears or
+disappears here: filters drop whole rows, and top-N folds the tail into ``other``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from billing.models import LedgerKind
+from billing.windows import Window
+
+OTHER = "other"
+IDLE_LABEL = "idle (allocated, not busy)"
+UNALLOCATED_LABEL = "unallocated GPU time"
+ATTRIBUTED = LedgerKind.attributed.value
+IDLE = LedgerKind.idle.value
+UNALLOCATED = LedgerKind.unallocated.value
+
+
+@dataclass(frozen=True)
+class Kpis:
+    """Headline figures of a filtered ledger."""
+
+    cost_usd: float
+    attributed_usd: float
+    idle_usd: float
+    unallocated_usd: float
+    tokens: int
+    requests: int
+    gpu_hours: float
+
+    @property
+    def usd_per_1k_tokens(self) -> float | None:
+        """Billed (attributed) USD per 1,000 tokens; None without tokens."""
+        return self.attributed_usd / self.tokens * 1000 if self.tokens else None
+
+    @property
+    def idle_share(self) -> float | None:
+        """(idle + unallocated) / total cost; None when nothing was metered."""
+        return (self.idle_usd + self.unallocated_usd) / self.cost_usd if self.cost_usd else None
+
+
+def filter_ledger(
+    ledger: pd.DataFrame,
+    *,
+    models: Sequence[str] = (),
+    customers: Sequence[str] = (),
+    request_types: Sequence[str] = (),
+) -> pd.DataFrame:
+    """Rows matching the filters (an empty sequence means all).
+
+    Details: idle rows belong to a model but to no customer or request type, so a customer or
+    request-type filter keeps attributed rows only; unallocated rows belong to no model and go
+    as soon as any filter is set.
+    """
+    keep = pd.Series(True, index=ledger.index)
+    if models:
+        keep &= ledger["model"].isin(list(models))
+    if customers:
+        keep &= ledger["customer"].isin(list(customers)) & (ledger["kind"] == ATTRIBUTED)
+    if request_types:
+        keep &= ledger["request_type"].isin(list(request_types)) & (ledger["kind"] == ATTRIBUTED)
+    return ledger[keep]
+
+
+def bucket_freq(window: Window) -> str:
+    """Time bucket of the charts: hours up to three days, days beyond."""
+    return "h" if window.seconds <= 3 * 86400 else "D"
+
+
+def _with_bucket(ledger: pd.DataFrame, freq: str) -> pd.DataFrame:
+    return ledger.assign(
+        bucket=ledger["hour"].dt.floor(freq),
+        cost_usd=ledger["cost_cents"] / 100.0,
+        tokens=ledger["input_tokens"] + ledger["output_tokens"],
+    )
+
+
+def cost_per_1k_tokens(ledger: pd.DataFrame, freq: str) -> pd.DataFrame:
+    """Per bucket x model: tokens, billed and idle USD, billed and loaded USD per 1k tokens.
+
+    Details: billed_per_1k = attributed USD / tokens x 1000; loaded_per_1k adds the model's
+    idle USD (what the model really cost per 1k tokens). Buckets without tokens are dropped.
+    """
+    cols = ["bucket", "model", "tokens", "billed_usd", "idle_usd"]
+    d = _with_bucket(ledger[ledger["kind"].isin([ATTRIBUTED, IDLE])], freq)
+    if d.empty:
+        return pd.DataFrame(columns=[*cols, "billed_per_1k", "loaded_per_1k"])
+    d["billed_usd"] = d["cost_usd"].where(d["kind"] == ATTRIBUTED, 0.0)
+    d["idle_usd"] = d["cost_usd"].where(d["kind"] == IDLE, 0.0)
+    g = d.groupby(["bucket", "model"], sort=True)[["tokens", "billed_usd", "idle_usd"]].sum()
+    g = g.reset_index()
+    g = g[g["tokens"] > 0].reset_index(drop=True)
+    g["billed_per_1k"] = g["billed_usd"] / g["tokens"] * 1000
+    g["loaded_per_1k"] = (g["billed_usd"] + g["idle_usd"]) / g["tokens"] * 1000
+    return g
+
+
+def top_n_with_other(df: pd.DataFrame, key: str, n: int, value: str = "cost_usd") -> pd.DataFrame:
+    """``df`` with every ``key`` outside the top ``n`` by total ``value`` renamed ``other``,
+    then re-summed over the other columns (numeric columns summed, the rest kept as keys).
+
+    Invariant: df[value].sum() is unchanged (no cost created or lost).
+    """
+    if df.empty:
+        return df
+    totals = df.groupby(key, sort=False)[value].sum().sort_values(ascending=False, kind="stable")
+    top = set(totals.index[:n])
+    out = df.assign(**{key: df[key].where(df[key].isin(top), OTHER)})
+    numeric = [c for c in out.columns if c != key and pd.api.types.is_numeric_dtype(out[c])]
+    keys = [c for c in out.columns if c not in numeric]
+    return out.groupby(keys, sort=False, dropna=False)[numeric].sum().reset_index()
+
+
+def cost_stack(ledger: pd.DataFrame, key: str, n: int, freq: str) -> pd.DataFrame:
+    """USD per bucket x label for a stacked bar: the top ``n`` values of ``key``, ``other``,
+    and the idle and unallocated rows as their own labels (so a bar adds up to metered cost).
+
+    Returns: columns bucket, label, cost_usd; labels ordered by total (largest first), then
+    ``other``, idle and unallocated.
+    """
+    d = _with_bucket(ledger, freq)
+    if d.empty:
+        return pd.DataFrame(columns=["bucket", "label", "cost_usd"])
+    labels = {IDLE: IDLE_LABEL, UNALLOCATED: UNALLOCATED_LABEL}
+    d["label"] = d[key].where(d["kind"] == ATTRIBUTED, d["kind"].map(labels))
+    att = d[d["kind"] == ATTRIBUTED][["bucket", "label", "cost_usd"]]
+    att = top_n_with_other(att, "label", n)
+    rest = d[d["kind"] != ATTRIBUTED][["bucket", "label", "cost_usd"]]
+    out = pd.concat([att, rest], ignore_index=True)
+    out = out.groupby(["bucket", "label"], sort=False)["cost_usd"].sum().reset_index()
+    order = out.groupby("label")["cost_usd"].sum().sort_values(ascending=False, kind="stable")
+    tail = [OTHER, IDLE_LABEL, UNALLOCATED_LABEL]
+    ordered = [x for x in order.index if x not in tail] + [x for x in tail if x in order.index]
+    rank = {label: i for i, label in enumerate(ordered)}
+    out = out.assign(_r=out["label"].map(rank)).sort_values(["_r", "bucket"], kind="stable")
+    return out.drop(columns="_r").reset_index(drop=True)
+
+
+def kpis(ledger: pd.DataFrame) -> Kpis:
+    """Totals of a (filtered) ledger."""
+    cost = ledger.groupby("kind")["cost_cents"].sum()
+
+    def usd(kind: str) -> float:
+        return float(cost.get(kind, 0)) / 100.0
+
+    return Kpis(
+        cost_usd=float(ledger["cost_cents"].sum()) / 100.0,
+        attributed_usd=usd(ATTRIBUTED),
+        idle_usd=usd(IDLE),
+        unallocated_usd=usd(UNALLOCATED),
+        tokens=int((ledger["input_tokens"] + ledger["output_tokens"]).sum()),
+        requests=int(ledger["requests"].sum()),
+        gpu_hours=float(ledger["gpu_seconds"].sum()) / 3600.0,
+    )
+
+
+def idle_by_model(ledger: pd.DataFrame) -> pd.DataFrame:
+    """Idle USD per model plus one unallocated row; columns label, cost_usd, gpu_hours."""
+    d = ledger[ledger["kind"].isin([IDLE, UNALLOCATED])]
+    if d.empty:
+        return pd.DataFrame(columns=["label", "cost_usd", "gpu_hours"])
+    label = d["model"].where(d["kind"] == IDLE, UNALLOCATED_LABEL)
+    g = d.assign(label=label).groupby("label")[["cost_cents", "gpu_seconds"]].sum()
+    g = g.sort_values("cost_cents", ascending=False).reset_index()
+    return pd.DataFrame(
+        {
+            "label": g["label"],
+            "cost_usd": g["cost_cents"] / 100.0,
+            "gpu_hours": g["gpu_seconds"] / 3600.0,
+        }
+    )
+
+
+def _alloc_hourly(allocations: pd.DataFrame, hours: pd.Series, window: Window) -> pd.DataFrame:
+    """Seconds each allocation overlaps each hour of ``hours`` (cross join: few x few)."""
+    w_start, w_end = pd.Timestamp(window.start), pd.Timestamp(window.end)
+    end = pd.to_datetime(allocations["end"], utc=True).fillna(w_end)
+    start = pd.to_datetime(allocations["start"], utc=True)
+    a = allocations.assign(
+        end=end.where(end < w_end, w_end), start=start.where(start > w_start, w_start), _k=1
+    )
+    h = pd.DataFrame({"hour": hours.drop_duplicates().to_numpy(), "_k": 1})
+    x = a.merge(h, on="_k").drop(columns="_k")
+    lo = np.maximum(x["start"].to_numpy(), x["hour"].to_numpy())
+    hi = np.minimum(x["end"].to_numpy(), (x["hour"] + pd.Timedelta(hours=1)).to_numpy())
+    x["overlap_s"] = np.clip((hi - lo) / np.timedelta64(1, "s"), 0, None)
+    return x[x["overlap_s"] > 0]
+
+
+def device_utilization(
+    devices: pd.DataFrame, allocations: pd.DataFrame, window: Window
+) -> pd.DataFrame:
+    """Per GPU and MIG instance over the window: used SM % vs allocated %.
+
+    Details: used = Σ busy_s / Σ sample_s. Allocated, per sampled hour and capped at that
+    hour's sampled seconds: on a physical GPU Σ fraction x overlap of every allocation on it;
+    on a MIG instance Σ overlap of the allocations naming that device (a slice held is 100 %
+    of the slice). Returns device, parent, gpu_type, profile, models, used_pct,
+    allocated_pct, sample_s; physical GPUs first, each followed by its slices.
+    """
+    cols = ["device", "parent", "gpu_type", "profile", "models", "used_pct", "allocated_pct"]
+    if devices.empty:
+        return pd.DataFrame(columns=[*cols, "sample_s"])
+    dev = devices.copy()
+    dev["alloc_s"] = 0.0
+    models: dict[str, str] = {}
+    if not allocations.empty:
+        x = _alloc_hourly(allocations, dev["hour"], window)
+        weighted = x.assign(alloc_s=x["fraction"] * x["overlap_s"])
+        whole = weighted.groupby(["hour", "gpu_uuid"])["alloc_s"].sum()
+        mig = x[x["device_uuid"].notna() & (x["device_uuid"] != x["gpu_uuid"])]
+        by_slice = mig.groupby(["hour", "device_uuid"])["overlap_s"].sum()
+        phys = dev["parent_uuid"].isna()
+        key = pd.MultiIndex.from_arrays([dev["hour"], dev["gpu_uuid"]])
+        dev["alloc_s"] = np.where(
+            phys, whole.reindex(key).fillna(0.0).to_numpy(), by_slice.reindex(key).fillna(0.0)
+        )
+        for device, group in [
+            *allocations.groupby("gpu_uuid")["model"],
+            *allocations[allocations["device_uuid"].notna()].groupby("device_uuid")["model"],
+        ]:
+            models[str(device)] = ", ".join(sorted(set(map(str, group))))
+    dev["alloc_s"] = np.minimum(dev["alloc_s"], dev["sample_s"])
+    g = dev.groupby("gpu_uuid", sort=False).agg(
+        parent=("parent_uuid", "max"),
+        gpu_type=("gpu_type", "max"),
+        profile=("mig_profile", "max"),
+        sample_s=("sample_s", "sum"),
+        busy_s=("busy_s", "sum"),
+        alloc_s=("alloc_s", "sum"),
+    )
+    g = g.reset_index().rename(columns={"gpu_uuid": "device"})
+    g["used_pct"] = (g["busy_s"] / g["sample_s"] * 100).clip(0, 100)
+    g["allocated_pct"] = (g["alloc_s"] / g["sample_s"] * 100).clip(0, 100)
+    g["models"] = [models.get(str(d), "") for d in g["device"]]
+    g["_root"] = g["parent"].fillna(g["device"])
+    g = g.sort_values(["_root", "parent"], na_position="first", kind="stable")
+    return g[[*cols, "sample_s"]].reset_index(drop=True)

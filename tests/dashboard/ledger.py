@@ -1,0 +1,98 @@
+"""A real ledger for dashboard tests: Azure conv trace replayed + a simulated fleet, rolled
+up through billing (ingest -> attribution -> ledger), three hours from T0."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from billing.config import BillingConfig
+from billing.ingest import ingest_gpu_samples, ingest_usage
+from billing.ledger import RollupResult, rollup
+from billing.models import Allocation
+from billing.pricebook import read_price_book, store_prices
+from billing.replay import load_events
+from billing.schemas import GpuSampleIn
+from billing.windows import Window
+from tests.utils.factories import T0, Fleet, GpuSpec
+
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "azure-llm-2023"
+CONV = DATA / "AzureLLMInferenceTrace_conv.csv"
+WHOLE = Window(T0, T0 + timedelta(hours=3))
+# model, physical GPU, MIG device (or None), fraction, mode
+ALLOCS = [
+    ("llama-3-70b", "g2", None, 1.0, "gpu"),
+    ("llama-3-8b", "g0", "g0/mig-3g", 3 / 7, "mig"),
+    ("mistral-7b", "g0", "g0/mig-4g", 4 / 7, "mig"),
+    ("mixtral-8x7b", "g3", None, 0.5, "mps"),
+]
+
+
+@dataclass(frozen=True)
+class Built:
+    result: RollupResult
+    events: int
+
+
+def build_ledger(engine: Engine, *, speed: float = 1.0) -> Built:
+    """Replay the conv trace from T0+20 min, sample 4 GPUs (+2 MIG slices) for 3 h, roll up."""
+    config = BillingConfig()
+    store_prices(engine, read_price_book(config.price_book_path), T0 - timedelta(days=1))
+    events = load_events(CONV, seed=7, start=T0 + timedelta(minutes=20), speed=speed)
+    ingest_usage(engine, events)
+    gpus = [
+        GpuSpec(f"g{i}", gpu_type=t, pricing_class=p, seconds=3 * 3600, interval_s=30)
+        for i, (t, p) in enumerate(
+            [
+                ("A100-80GB", "on-demand"),
+                ("A100-80GB", "spot"),
+                ("H100-80GB", "on-demand"),
+                ("H100-80GB", "reserved"),
+            ]
+        )
+    ]
+    fleet = Fleet(
+        gpus=gpus,
+        processes=[
+            ("llama-3-70b", "g2", 55.0),
+            ("llama-3-8b", "g0", 25.0),
+            ("mistral-7b", "g0", 15.0),
+        ],
+    )
+    samples, procs = fleet.sample_rows()
+    slices = [
+        GpuSampleIn(
+            ts=s.ts,
+            node=s.node,
+            gpu_uuid=f"g0/mig-{p}",
+            parent_uuid="g0",
+            gpu_type=s.gpu_type,
+            mig_profile=f"{p}.40gb",
+            sm_util=util,
+            interval_s=s.interval_s,
+        )
+        for s in samples
+        if s.gpu_uuid == "g0"
+        for p, util in (("3g", 60.0), ("4g", 30.0))
+    ]
+    ingest_gpu_samples(engine, [*samples, *slices], procs)
+    with Session(engine) as s:
+        for model, gpu, device, frac, mode in ALLOCS:
+            s.add(
+                Allocation(
+                    model=model,
+                    node="node-a",
+                    gpu_uuid=gpu,
+                    device_uuid=device,
+                    fraction=frac,
+                    start=T0,
+                    mode=mode,
+                    profile=device.rsplit("-", 1)[1] + ".40gb" if device else None,
+                )
+            )
+        s.commit()
+    return Built(rollup(engine, WHOLE, config), len(events))

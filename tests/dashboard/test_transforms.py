@@ -1,0 +1,173 @@
+"""Pure transforms of the dashboard: asserted numbers and the no-cost-created invariant."""
+
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from billing.models import IDLE, UNALLOCATED
+from billing.windows import Window
+from dashboard import transforms as tf
+
+T0 = datetime(2026, 11, 23, tzinfo=UTC)
+H = timedelta(hours=1)
+
+
+def ledger(rows: list[tuple[object, ...]]) -> pd.DataFrame:
+    """(hour offset, model, customer, request_type, kind, gpu_s, in, out, requests, cents)."""
+    df = pd.DataFrame(
+        rows,
+        columns=[
+            "h",
+            "model",
+            "customer",
+            "request_type",
+            "kind",
+            "gpu_seconds",
+            "input_tokens",
+            "output_tokens",
+            "requests",
+            "cost_cents",
+        ],
+    )
+    df.insert(0, "hour", pd.Timestamp(T0) + pd.to_timedelta(df.pop("h"), "h"))
+    return df
+
+
+L = ledger(
+    [
+        (0, "llama", "acme", "chat", "attributed", 1800.0, 8000, 2000, 10, 500),
+        (0, "llama", "globex", "chat", "attributed", 900.0, 3000, 2000, 5, 250),
+        (0, "llama", IDLE, IDLE, "idle", 900.0, 0, 0, 0, 250),
+        (0, "mistral", "acme", "summarize", "attributed", 360.0, 4000, 0, 2, 40),
+        (0, UNALLOCATED, UNALLOCATED, UNALLOCATED, "unallocated", 3600.0, 0, 0, 0, 100),
+        (1, "llama", "acme", "chat", "attributed", 3600.0, 20000, 0, 20, 1000),
+    ]
+)
+
+
+def test_kpis() -> None:
+    k = tf.kpis(L)
+    assert k.cost_usd == pytest.approx(21.40)  # 500+250+250+40+100+1000 cents
+    assert k.attributed_usd == pytest.approx(17.90)
+    assert k.idle_usd == pytest.approx(2.50) and k.unallocated_usd == pytest.approx(1.00)
+    assert k.tokens == 39000 and k.requests == 37
+    # 17.90 USD / 39,000 tokens x 1000 = 0.45897 USD per 1k tokens
+    assert k.usd_per_1k_tokens == pytest.approx(17.90 / 39)
+    assert k.idle_share == pytest.approx(3.50 / 21.40)
+    assert k.gpu_hours == pytest.approx(11160 / 3600)
+
+
+def test_filters_keep_idle_for_model_only() -> None:
+    assert len(tf.filter_ledger(L)) == len(L)
+    m = tf.filter_ledger(L, models=["llama"])
+    assert set(m["kind"]) == {"attributed", "idle"} and len(m) == 4
+    c = tf.filter_ledger(L, customers=["acme"])
+    assert set(c["kind"]) == {"attributed"} and int(c["cost_cents"].sum()) == 1540
+    r = tf.filter_ledger(L, request_types=["summarize"])
+    assert r["cost_cents"].tolist() == [40]
+
+
+def test_cost_per_1k_tokens_hourly() -> None:
+    df = tf.cost_per_1k_tokens(L, "h").set_index(["bucket", "model"])
+    h0 = pd.Timestamp(T0)
+    # llama hour 0: 7.50 USD billed over 15,000 tokens = 0.50 / 1k; with 2.50 idle: 0.6667
+    assert df.loc[(h0, "llama"), "billed_per_1k"] == pytest.approx(0.5)
+    assert df.loc[(h0, "llama"), "loaded_per_1k"] == pytest.approx(10.0 / 15)
+    assert df.loc[(h0, "mistral"), "billed_per_1k"] == pytest.approx(0.1)  # 0.40 / 4k
+    assert df.loc[(h0 + H, "llama"), "billed_per_1k"] == pytest.approx(0.5)  # 10 / 20k
+    assert UNALLOCATED not in df.index.get_level_values("model")
+
+
+def test_cost_per_1k_daily_bucket_and_empty() -> None:
+    df = tf.cost_per_1k_tokens(L, "D")
+    llama = df[df["model"] == "llama"].iloc[0]
+    assert llama["tokens"] == 35000 and llama["billed_per_1k"] == pytest.approx(17.5 / 35)
+    assert tf.cost_per_1k_tokens(L.iloc[0:0], "h").empty
+
+
+def test_cost_stack_top_n_other_and_idle_labels() -> None:
+    s = tf.cost_stack(L, "customer", 1, "D")
+    by = s.groupby("label")["cost_usd"].sum()
+    assert by["acme"] == pytest.approx(15.40)
+    assert by[tf.OTHER] == pytest.approx(2.50)  # globex folded
+    assert by[tf.IDLE_LABEL] == pytest.approx(2.50)
+    assert by[tf.UNALLOCATED_LABEL] == pytest.approx(1.00)
+    assert s["cost_usd"].sum() == pytest.approx(tf.kpis(L).cost_usd)  # the bar = metered
+    assert s["label"].iloc[0] == "acme"  # largest first
+    rt = tf.cost_stack(L, "request_type", 5, "h").groupby("label")["cost_usd"].sum()
+    assert rt["chat"] == pytest.approx(17.50) and rt["summarize"] == pytest.approx(0.40)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from("abcdefg"), st.integers(0, 3), st.integers(0, 10_000)),
+        min_size=1,
+        max_size=40,
+    ),
+    st.integers(0, 8),
+)
+def test_top_n_with_other_conserves_cost(rows: list[tuple[str, int, int]], n: int) -> None:
+    df = pd.DataFrame(rows, columns=["label", "bucket", "cost_usd"])
+    out = tf.top_n_with_other(df, "label", n)
+    assert out["cost_usd"].sum() == df["cost_usd"].sum()
+    assert out["label"].nunique() <= n + 1
+    assert not out.duplicated(["label", "bucket"]).any()
+
+
+def test_idle_by_model() -> None:
+    df = tf.idle_by_model(L).set_index("label")
+    assert df.loc["llama", "cost_usd"] == pytest.approx(2.50)
+    assert df.loc[tf.UNALLOCATED_LABEL, "gpu_hours"] == pytest.approx(1.0)
+
+
+def test_device_utilization_gpu_and_mig_slices() -> None:
+    w = Window(T0, T0 + 2 * H)
+    devices = pd.DataFrame(
+        {
+            "hour": [pd.Timestamp(T0)] * 3 + [pd.Timestamp(T0 + H)] * 3,
+            "gpu_uuid": ["g0", "g0/mig3", "g1"] * 2,
+            "parent_uuid": [None, "g0", None] * 2,
+            "gpu_type": ["A100-80GB"] * 6,
+            "mig_profile": [None, "3g.40gb", None] * 2,
+            "sample_s": [3600.0] * 6,
+            "busy_s": [720.0, 700.0, 1800.0, 720.0, 700.0, 0.0],
+            "mem_used_mib": [1.0] * 6,
+            "mem_total_mib": [2.0] * 6,
+        }
+    )
+    allocs = pd.DataFrame(
+        {
+            "model": ["llama", "mistral"],
+            "node": ["n", "n"],
+            "gpu_uuid": ["g0", "g1"],
+            "device_uuid": ["g0/mig3", None],
+            "mode": ["mig", "gpu"],
+            "profile": ["3g.40gb", None],
+            "fraction": [3 / 7, 1.0],
+            "start": [pd.Timestamp(T0), pd.Timestamp(T0 + H / 2)],
+            "end": [pd.NaT, pd.NaT],
+        }
+    )
+    u = tf.device_utilization(devices, allocs, w).set_index("device")
+    assert u.index.tolist() == ["g0", "g0/mig3", "g1"]  # each GPU followed by its slices
+    # g0: 3/7 of the GPU held for both hours -> 42.86 % allocated; 1440 / 7200 s busy = 20 %
+    assert u.loc["g0", "allocated_pct"] == pytest.approx(300 / 7)
+    assert u.loc["g0", "used_pct"] == pytest.approx(20.0)
+    assert u.loc["g0/mig3", "allocated_pct"] == pytest.approx(100.0)
+    assert u.loc["g0/mig3", "models"] == "llama"
+    # g1: held from 00:30 -> 1800 + 3600 of 7200 s = 75 %; busy 1800 / 7200 = 25 %
+    assert u.loc["g1", "allocated_pct"] == pytest.approx(75.0)
+    assert u.loc["g1", "used_pct"] == pytest.approx(25.0)
+    empty = tf.device_utilization(devices.iloc[0:0], allocs, w)
+    assert empty.empty
+    none_alloc = tf.device_utilization(devices, allocs.iloc[0:0], w)
+    assert none_alloc["allocated_pct"].tolist() == [0.0, 0.0, 0.0]
+
+
+def test_bucket_freq() -> None:
+    assert tf.bucket_freq(Window(T0, T0 + 24 * H)) == "h"
+    assert tf.bucket_freq(Window(T0, T0 + 7 * 24 * H)) == "D"
