@@ -38,6 +38,21 @@ class AttributionWeights(BaseModel):
 IdlePolicy = Literal["utilization", "allocation"]
 
 
+ExportFormat = Literal["csv", "parquet", "xlsx", "html"]
+
+
+class WeeklyExportConfig(BaseModel):
+    """The weekly cost-review export job (dashboard.jobs): cron in UTC, where, which formats."""
+
+    enabled: bool = True
+    day_of_week: Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"] = "mon"
+    hour: int = Field(default=6, ge=0, le=23)
+    minute: int = Field(default=0, ge=0, le=59)
+    dir: Path = Path.home() / ".local" / "share" / "costctl" / "exports"
+    formats: list[ExportFormat] = Field(default_factory=lambda: ["html", "xlsx"], min_length=1)
+    top_n: int = Field(default=10, ge=1, le=1000)
+
+
 class BillingConfig(BaseModel):
     """Settings for metering, attribution and the API."""
 
@@ -60,6 +75,7 @@ class BillingConfig(BaseModel):
         description="If set, an admin API key with this secret exists at start-up.",
     )
     enforcement: EnforcementConfig = EnforcementConfig()
+    export: WeeklyExportConfig = WeeklyExportConfig()
 
     @field_validator("bootstrap_admin_key")
     @classmethod
