@@ -4,7 +4,7 @@ up through billing (ingest -> attribution -> ledger), three hours from T0."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
@@ -38,14 +38,14 @@ class Built:
     events: int
 
 
-def build_ledger(engine: Engine, *, speed: float = 1.0) -> Built:
-    """Replay the conv trace from T0+20 min, sample 4 GPUs (+2 MIG slices) for 3 h, roll up."""
+def build_ledger(engine: Engine, *, speed: float = 1.0, t0: datetime = T0, seed: int = 7) -> Built:
+    """Replay the conv trace from t0+20 min, sample 4 GPUs (+2 MIG slices) for 3 h, roll up."""
     config = BillingConfig()
-    store_prices(engine, read_price_book(config.price_book_path), T0 - timedelta(days=1))
-    events = load_events(CONV, seed=7, start=T0 + timedelta(minutes=20), speed=speed)
+    store_prices(engine, read_price_book(config.price_book_path), t0 - timedelta(days=1))
+    events = load_events(CONV, seed=seed, start=t0 + timedelta(minutes=20), speed=speed)
     ingest_usage(engine, events)
     gpus = [
-        GpuSpec(f"g{i}", gpu_type=t, pricing_class=p, seconds=3 * 3600, interval_s=30)
+        GpuSpec(f"g{i}", gpu_type=t, pricing_class=p, start=t0, seconds=3 * 3600, interval_s=30)
         for i, (t, p) in enumerate(
             [
                 ("A100-80GB", "on-demand"),
@@ -89,10 +89,12 @@ def build_ledger(engine: Engine, *, speed: float = 1.0) -> Built:
                     gpu_uuid=gpu,
                     device_uuid=device,
                     fraction=frac,
-                    start=T0,
+                    start=t0,
+                    end=t0 + timedelta(hours=3),
                     mode=mode,
                     profile=device.rsplit("-", 1)[1] + ".40gb" if device else None,
                 )
             )
         s.commit()
-    return Built(rollup(engine, WHOLE, config), len(events))
+    whole = Window(t0, t0 + timedelta(hours=3))
+    return Built(rollup(engine, whole, config), len(events))

@@ -1,0 +1,195 @@
+"""Budget burn-down for the dashboard and budget status for the weekly review.
+
+Budgets, their periods and the rate card are billing.enforcement's. The burn-down curve is
+computed from the ledger (tokens per hour x model x customer x request_type, priced by the
+rate card), so a page load reads ledger rows, not usage events; it lags the live counters by
+at most one rollup interval. The weekly review's status comes from
+``billing.enforcement.burn.budget_burn`` (the truth recomputed from usage events).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+import pandas as pd
+import plotly.graph_objects as go
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+
+from billing.config import BillingConfig
+from billing.enforcement.burn import budget_burn
+from billing.enforcement.config import EnforcementConfig
+from billing.enforcement.domain import DIMS, Budget, period_bounds
+from billing.enforcement.models import MICROS
+from billing.enforcement.store import load_policy
+from billing.models import LedgerEntry, LedgerKind, table_of
+from dashboard import figures
+from dashboard.auth import Viewer
+from dashboard.report import BUDGET_COLUMNS
+
+TITLE = "Budget burn-down (% of the hard limit; dashed = soft line)"
+
+
+def visible(budgets: Sequence[Budget], viewer: Viewer) -> list[Budget]:
+    """The budgets a viewer may see: a tenant only those scoped to its customer."""
+    if viewer.customer is None:
+        return list(budgets)
+    return [b for b in budgets if b.scope.customer == viewer.customer]
+
+
+def burn_series(
+    usage: pd.DataFrame, budget: Budget, price: Callable[[str], tuple[float, float]], now: datetime
+) -> pd.DataFrame:
+    """Cumulative spend of ``budget`` through its current period, hour by hour (pure).
+
+    ``usage``: hour, model, customer, request_type, input_tokens, output_tokens.
+    Details: spend per row = in x in_price + out x out_price µUSD (USD/Mtok = µUSD/token);
+    pct = cumulative / limit x 100 (USD limit if set, else tokens). Returns hour, spent_usd,
+    tokens, pct; the first row is the period start at 0.
+    """
+    start, _end = period_bounds(budget.period, now)
+    u = usage[(usage["hour"] >= pd.Timestamp(start)) & (usage["hour"] < pd.Timestamp(now))]
+    for dim in DIMS:
+        value = getattr(budget.scope, dim)
+        if value is not None:
+            u = u[u[dim] == value]
+    prices = {m: price(str(m)) for m in u["model"].unique()}
+    micros = [
+        i * prices[m][0] + o * prices[m][1]
+        for m, i, o in zip(u["model"], u["input_tokens"], u["output_tokens"], strict=True)
+    ]
+    per_hour = (
+        u.assign(micros=micros, tokens=u["input_tokens"] + u["output_tokens"])
+        .groupby("hour", sort=True)[["micros", "tokens"]]
+        .sum()
+    )
+    head = pd.DataFrame({"micros": [0.0], "tokens": [0]}, index=[pd.Timestamp(start)])
+    s = pd.concat([head, per_hour]).cumsum()
+    # a point at the end of each hour: the spend up to then
+    s.index = [s.index[0], *[h + pd.Timedelta(hours=1) for h in s.index[1:]]]
+    if budget.limit_micros:
+        pct = s["micros"] / budget.limit_micros * 100
+    elif budget.limit_tokens:
+        pct = s["tokens"] / budget.limit_tokens * 100
+    else:
+        pct = s["micros"] * 0.0
+    return pd.DataFrame(
+        {
+            "hour": s.index,
+            "spent_usd": (s["micros"] / MICROS).to_numpy(),
+            "tokens": s["tokens"].astype("int64").to_numpy(),
+            "pct": pct.to_numpy(),
+        }
+    )
+
+
+def read_usage(engine: Engine, start: datetime, end: datetime) -> pd.DataFrame:
+    """Attributed tokens per hour x model x customer x request_type from the ledger."""
+    t = table_of(LedgerEntry).c
+    stmt = (
+        select(
+            t.hour,
+            t.model,
+            t.customer,
+            t.request_type,
+            func.sum(t.input_tokens).label("input_tokens"),
+            func.sum(t.output_tokens).label("output_tokens"),
+        )
+        .where(t.kind == LedgerKind.attributed.value, t.hour >= start, t.hour < end)
+        .group_by(t.hour, t.model, t.customer, t.request_type)
+    )
+    with engine.connect() as conn:
+        df = pd.read_sql(stmt, conn)
+    df["hour"] = pd.to_datetime(df["hour"], utc=True)
+    return df
+
+
+def burn_figure(series: dict[str, pd.DataFrame], budgets: Sequence[Budget]) -> go.Figure:
+    """One line per budget (% of its hard limit), the hard line at 100 % and soft lines."""
+    if not budgets:
+        return figures.empty(TITLE, "no budgets defined (costctl budgets set ...)")
+    fig = go.Figure()
+    fig.update_layout(
+        title={"text": TITLE, "x": 0.01, "font": {"size": 15}},
+        template=figures.TEMPLATE,
+        height=figures.HEIGHT,
+        margin={"l": 60, "r": 20, "t": 50, "b": 40},
+        yaxis={"title": "% of limit", "rangemode": "tozero"},
+    )
+    for b in budgets:
+        s = series[b.name]
+        fig.add_scatter(
+            x=s["hour"],
+            y=s["pct"],
+            name=f"{b.name} ({b.scope.label()}, {b.period.value})",
+            mode="lines+markers",
+            customdata=s["spent_usd"],
+            hovertemplate="%{y:.1f}% ($%{customdata:,.2f})<extra></extra>",
+        )
+    fig.add_hline(y=100, line={"color": "#d62728", "width": 2}, annotation_text="hard limit")
+    for ratio in sorted({b.soft_ratio for b in budgets}):
+        fig.add_hline(
+            y=ratio * 100,
+            line={"color": "#ff7f0e", "dash": "dash"},
+            annotation_text=f"soft {ratio:.0%}",
+        )
+    return fig
+
+
+def make_budget_panel(
+    engine: Engine, config: BillingConfig
+) -> Callable[[datetime, Viewer], go.Figure]:
+    """The dashboard's budget panel over ``engine`` (a Panel for dashboard.callbacks)."""
+    enf = config.enforcement
+
+    def price(model: str) -> tuple[float, float]:
+        p = enf.price(model)
+        return p.input_usd_per_mtok, p.output_usd_per_mtok
+
+    def panel(now: datetime, viewer: Viewer) -> go.Figure:
+        budgets = visible(load_policy(engine).budgets, viewer)
+        if not budgets:
+            return burn_figure({}, [])
+        start = min(period_bounds(b.period, now)[0] for b in budgets)
+        usage = read_usage(engine, start, now)
+        series = {b.name: burn_series(usage, b, price, now) for b in budgets}
+        return burn_figure(series, budgets)
+
+    return panel
+
+
+def budget_status_frame(engine: Engine, config: EnforcementConfig, as_of: datetime) -> pd.DataFrame:
+    """Every budget's burn at ``as_of`` as BUDGET_COLUMNS + USD columns (for the review)."""
+    rows = []
+    for burn in budget_burn(engine, config, as_of):
+        b = burn.budget
+        rows.append(
+            {
+                "name": b.name,
+                **{d: getattr(b.scope, d) for d in DIMS},
+                "period": b.period.value,
+                "period_start": burn.period_start.isoformat(),
+                "limit_usd": None if b.limit_micros is None else b.limit_micros / MICROS,
+                "limit_tokens": b.limit_tokens,
+                "spent_usd": burn.spent_micros / MICROS,
+                "spent_tokens": burn.spent_tokens,
+                "ratio": round(burn.ratio, 4),
+                "status": burn.status,
+                "action": b.action.value,
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            *BUDGET_COLUMNS[:5],
+            "period_start",
+            "limit_usd",
+            "limit_tokens",
+            "spent_usd",
+            "spent_tokens",
+            "ratio",
+            "status",
+            "action",
+        ],
+    )

@@ -1,0 +1,130 @@
+"""Weekly cost review: built from a real two-week ledger, written in every format, read back
+and checked against the ledger totals."""
+
+from datetime import timedelta
+from pathlib import Path
+
+import openpyxl
+import pandas as pd
+import pytest
+from sqlalchemy.engine import Engine
+
+from billing.config import BillingConfig
+from billing.enforcement.models import Period
+from billing.enforcement.schemas import BudgetCreate
+from billing.enforcement.store import set_budget
+from billing.ledger import metered_cents, query_costs
+from billing.windows import Window, WindowError
+from dashboard.export import export_weekly, load_weekly, week_label, week_window, write_report
+from dashboard.jobs import export_last_week
+from tests.dashboard.ledger import CONV, build_ledger
+from tests.utils.factories import T0
+
+pytestmark = pytest.mark.skipif(not CONV.exists(), reason=f"shared data missing: {CONV}")
+WEEK = "2026-W48"  # T0 = Monday 2026-11-23
+W = Window(T0, T0 + timedelta(days=7))
+PREV = Window(T0 - timedelta(days=7), T0)
+
+
+@pytest.fixture
+def two_weeks(engine: Engine) -> Engine:
+    build_ledger(engine, t0=T0 - timedelta(days=7), seed=8)
+    build_ledger(engine, t0=T0, seed=7)
+    now = T0 - timedelta(days=8)
+    for name, spec in {
+        "all": BudgetCreate(period=Period.weekly, limit_usd=1e6),
+        "acme-weekly": BudgetCreate(customer="acme", period=Period.weekly, limit_usd=1.0),
+    }.items():
+        set_budget(engine, name=name, spec=spec, actor="test", now=now)
+    return engine
+
+
+def test_week_parsing() -> None:
+    assert week_window(WEEK) == W
+    assert week_label(T0 + timedelta(days=6, hours=23)) == WEEK
+    with pytest.raises(WindowError):
+        week_window("2026-47")
+    with pytest.raises(WindowError):
+        week_window("2026-W60")
+
+
+def test_report_matches_the_ledger(two_weeks: Engine) -> None:
+    r = load_weekly(two_weeks, WEEK, BillingConfig())
+    metered = metered_cents(two_weeks, W)
+    assert metered == 6927  # 3 h x 23.09 USD/h
+    # every cent of the week: lines (attributed) + idle/unallocated
+    assert r.lines["cost_usd"].sum() + r.idle["cost_usd"].sum() == pytest.approx(metered / 100)
+    assert r.summary["metered_cost_usd"].iloc[0] == pytest.approx(69.27)
+    assert r.summary["prev_metered_cost_usd"].iloc[0] == pytest.approx(69.27)
+    assert r.summary["wow_change_usd"].iloc[0] == 0.0
+    assert r.lines["requests"].sum() == 19366
+    want = query_costs(two_weeks, W).set_index(["customer", "model", "request_type"])
+    got = r.lines.set_index(["customer", "model", "request_type"])
+    key = ("acme", "llama-3-70b", "chat")
+    assert got.loc[key, "cost_usd"] == pytest.approx(want.loc[key, "cost_usd"])
+    assert got.loc[key, "tokens"] == want.loc[key, "input_tokens"] + want.loc[key, "output_tokens"]
+    per_1k = (
+        want.loc[key, "cost_usd"]
+        / (want.loc[key, "input_tokens"] + want.loc[key, "output_tokens"])
+        * 1000
+    )
+    assert got.loc[key, "usd_per_1k_tokens"] == pytest.approx(per_1k, rel=1e-5)
+    prev = query_costs(two_weeks, PREV, group_by=[], filters={"kind": "attributed"})
+    assert r.lines["prev_cost_usd"].sum() == pytest.approx(prev["cost_usd"].iloc[0])
+    # WoW per line = this week - last week
+    assert (
+        r.lines["wow_change_usd"] - (r.lines["cost_usd"] - r.lines["prev_cost_usd"])
+    ).abs().max() < 1e-9
+    # movers: largest absolute change first, at most top_n
+    assert len(r.movers) <= 10
+    assert r.movers["wow_change_usd"].abs().is_monotonic_decreasing
+    # budget status: acme's 1 USD weekly budget is past its hard line; others only the global
+    status = r.customers.set_index("customer")["budget_status"]
+    assert status["acme"] == "hard" and status["globex"] == "ok"
+    assert set(r.lines.loc[r.lines["customer"] == "acme", "budget_status"]) == {"hard"}
+    assert r.budgets.set_index("name").loc["acme-weekly", "status"] == "hard"
+    assert r.idle["cost_usd"].sum() == pytest.approx(
+        query_costs(two_weeks, W, group_by=[], filters={"kind": "idle"})["cost_usd"].iloc[0]
+        + query_costs(two_weeks, W, group_by=[], filters={"kind": "unallocated"})["cost_usd"].iloc[
+            0
+        ]
+    )
+
+
+def test_every_format_reads_back(two_weeks: Engine, tmp_path: Path) -> None:
+    config = BillingConfig()
+    paths = export_weekly(two_weeks, WEEK, config, tmp_path, ["csv", "parquet", "xlsx", "html"])
+    names = {p.name for p in paths}
+    assert f"costctl-weekly-{WEEK}-lines.csv" in names
+    assert f"costctl-weekly-{WEEK}.xlsx" in names and f"costctl-weekly-{WEEK}.html" in names
+    total = 6927 / 100
+    csv_lines = pd.read_csv(tmp_path / f"costctl-weekly-{WEEK}-lines.csv")
+    csv_idle = pd.read_csv(tmp_path / f"costctl-weekly-{WEEK}-idle.csv")
+    assert csv_lines["cost_usd"].sum() + csv_idle["cost_usd"].sum() == pytest.approx(total)
+    assert csv_lines["requests"].sum() == 19366
+    pq = pd.read_parquet(tmp_path / f"costctl-weekly-{WEEK}-lines.parquet")
+    assert pq["cost_usd"].sum() == pytest.approx(csv_lines["cost_usd"].sum())
+    wb = openpyxl.load_workbook(tmp_path / f"costctl-weekly-{WEEK}.xlsx", read_only=True)
+    assert wb.sheetnames == ["summary", "customers", "movers", "lines", "idle", "budgets"]
+    xl = pd.read_excel(tmp_path / f"costctl-weekly-{WEEK}.xlsx", sheet_name=None)
+    assert xl["lines"]["cost_usd"].sum() + xl["idle"]["cost_usd"].sum() == pytest.approx(total)
+    assert xl["summary"]["metered_cost_usd"].iloc[0] == pytest.approx(total)
+    page = (tmp_path / f"costctl-weekly-{WEEK}.html").read_text()
+    assert page.count('class="plotly-graph-div"') == 3
+    assert "costctl weekly cost review" in page and "$69.27" in page
+    assert "acme-weekly" in page
+
+
+def test_empty_week_still_writes(engine: Engine, tmp_path: Path) -> None:
+    r = load_weekly(engine, "2020-W01", BillingConfig())
+    assert r.lines.empty and r.summary["metered_cost_usd"].iloc[0] == 0
+    for fmt in ("csv", "parquet", "xlsx", "html"):
+        assert all(p.exists() for p in write_report(r, tmp_path, fmt))  # type: ignore[arg-type]
+    assert "no data yet" in (tmp_path / "costctl-weekly-2020-W01.html").read_text()
+
+
+def test_job_exports_last_week(two_weeks: Engine, tmp_path: Path) -> None:
+    config = BillingConfig.model_validate({"export": {"dir": tmp_path, "formats": ["csv"]}})
+    paths = export_last_week(two_weeks, config, T0 + timedelta(days=7, hours=6))  # Mon 06:00
+    assert paths[0].name == f"costctl-weekly-{WEEK}-summary.csv"
+    assert pd.read_csv(paths[0])["metered_cost_usd"].iloc[0] == pytest.approx(69.27)
