@@ -49,7 +49,7 @@ class WeeklyExportConfig(BaseModel):
     hour: int = Field(default=6, ge=0, le=23)
     minute: int = Field(default=0, ge=0, le=59)
     dir: Path = Path.home() / ".local" / "share" / "costctl" / "exports"
-    formats: list[ExportFormat] = Field(default_factory=lambda: ["html", "xlsx"], min_length=1)
+    formats: list[ExportFormat] = Field(default=["html", "xlsx"], min_length=1)
     top_n: int = Field(default=10, ge=1, le=1000)
 
 
