@@ -1,0 +1,154 @@
+"""`costctl serve`, `costctl demo` and `costctl export weekly`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from billing.config import ExportFormat
+from billing.db import init_db, make_engine
+from billing.windows import WindowError
+from costctl.bench.common import AZURE_CONV
+from costctl.context import fail, get_ctx, now
+
+export_app = typer.Typer(help="Cost-review exports.", no_args_is_help=True)
+
+Duration = Annotated[
+    float | None, typer.Option(min=0.1, help="exit cleanly after this many seconds")
+]
+Port = Annotated[int | None, typer.Option("--port", min=0, max=65535, help="API port")]
+DashPort = Annotated[
+    int | None, typer.Option("--dashboard-port", min=0, max=65535, help="dashboard port")
+]
+
+
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option(help="bind address (default: settings)")] = None,
+    port: Port = None,
+    dashboard_port: DashPort = None,
+    duration: Duration = None,
+) -> None:
+    """Run the API, the scheduled jobs and the dashboard in one process (Ctrl-C stops)."""
+    from costctl.serve import Stack, run
+
+    c = get_ctx(ctx)
+    settings = c.settings.model_copy(
+        update={
+            k: v
+            for k, v in {
+                "api_host": host,
+                "api_port": port,
+                "dashboard_port": dashboard_port,
+            }.items()
+            if v is not None
+        }
+    )
+    engine = make_engine(settings.database_url)
+    init_db(engine)
+    try:
+        stack = Stack(settings, engine, clock=now)
+    except OSError as exc:
+        fail(f"cannot listen: {exc}", code=1)
+
+    def started(s: Stack) -> None:
+        typer.echo(f"API        {s.api_url}   (/docs, /healthz, /readyz, /healthz/jobs)")
+        typer.echo(f"dashboard  {s.dashboard_url}   (sign in with an admin or read key)")
+
+    run(stack, duration=duration, on_started=started)
+
+
+def demo(
+    ctx: typer.Context,
+    port: Port = 8000,
+    dashboard_port: DashPort = 8050,
+    duration: Duration = None,
+    speed: Annotated[float, typer.Option(min=0.1, help="replay speed, x real time")] = 60.0,
+    trace: Annotated[Path, typer.Option(help="Azure LLM trace CSV")] = AZURE_CONV,
+    db: Annotated[Path | None, typer.Option(help="SQLite file (default: a new temp dir)")] = None,
+    seed: Annotated[int, typer.Option()] = 7,
+) -> None:
+    """Demo on SQLite: simulated GPUs, the Azure trace replayed at speed, API + dashboard."""
+    from costctl.demo import Replayer, demo_database, demo_settings, prepare
+    from costctl.serve import Stack, run
+
+    if not trace.is_file():
+        fail(f"--trace: no such file {trace} (set COSTCTL_SHARED_DIR or pass --trace)")
+    c = get_ctx(ctx)
+    url = demo_database(db)
+    settings = demo_settings(c.settings, url, port or 0, dashboard_port or 0)
+    engine = make_engine(url)
+    init_db(engine)
+    keys = prepare(engine, settings, now())
+    try:
+        stack = Stack(settings, engine, clock=now, refresh_s=5.0, default_window="1h")
+    except OSError as exc:
+        fail(f"cannot listen (try --port/--dashboard-port): {exc}", code=1)
+    replayer: list[Replayer] = []
+
+    def started(s: Stack) -> None:
+        r = Replayer(s.api_url, keys.ingest, trace, speed=speed, seed=seed, clock=now)
+        r.start()
+        replayer.append(r)
+        lines = [
+            "costctl demo is running (Ctrl-C stops it)",
+            f"  database        {url}",
+            f"  API             {s.api_url}   (/docs, /healthz, /readyz, /healthz/jobs)",
+            f"  dashboard       {s.dashboard_url}   (sign in with a key below)",
+            f"  admin key       {keys.admin}",
+            f"  acme read key   {keys.tenant}   (sees only customer acme)",
+            f"  replay          {trace.name} at {speed:g}x, looping; rollup every "
+            f"{settings.billing.rollup_interval_s} s",
+            f"  try             curl -H 'Authorization: Bearer {keys.admin}' "
+            f"'{s.api_url}/v1/costs?window=1h&group_by=model'",
+        ]
+        typer.echo("\n".join(lines))
+        sys.stdout.flush()
+
+    def stopping() -> None:
+        for r in replayer:
+            r.stop()
+            typer.echo(f"replayed {r.sent} events in {r.loops} full loops")
+            if r.error:
+                typer.echo(f"error: replay: {r.error}", err=True)
+
+    run(stack, duration=duration, on_started=started, on_stopping=stopping)
+
+
+@export_app.command("weekly")
+def export_weekly_cmd(
+    ctx: typer.Context,
+    week: Annotated[str, typer.Option(help="ISO week, e.g. 2026-W47")],
+    fmt: Annotated[
+        list[str] | None,
+        typer.Option("--format", help="csv|parquet|xlsx|html (repeat for several)"),
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="folder (default: settings export dir)")] = None,
+) -> None:
+    """Write the weekly cost review of one ISO week."""
+    from dashboard.export import FORMATS, export_weekly
+
+    c = get_ctx(ctx)
+    formats = fmt or list(c.settings.billing.export.formats)
+    bad = [f for f in formats if f not in FORMATS]
+    if bad:
+        fail(f"--format: unknown {bad}; use one of {list(FORMATS)}")
+    chosen: list[ExportFormat] = [f for f in FORMATS if f in formats]
+    try:
+        paths = export_weekly(
+            c.engine, week, c.settings.billing, out or c.settings.billing.export.dir, chosen
+        )
+    except WindowError as exc:
+        fail(f"--week: {exc}")
+    for p in paths:
+        typer.echo(str(p))
+
+
+def register(app: typer.Typer) -> None:
+    """Add serve, demo and the export group."""
+    app.command("serve")(serve)
+    app.command("demo")(demo)
+    app.add_typer(export_app, name="export")
