@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
+
+KNOWN_MODES = ("gpu", "mig", "mps", "timeslice")
+KNOWN_SCORES = ("Price", "MostAllocated", "Efficiency", "IsolationMatch", "Stability")
 
 
 class SchedulerConfig(BaseModel):
@@ -18,3 +21,38 @@ class SchedulerConfig(BaseModel):
     headroom: float = Field(default=0.2, ge=0, le=2)
     node_name: str = "local"
     kube_namespace: str = "default"
+    modes: list[str] = Field(default_factory=lambda: list(KNOWN_MODES))
+    score_weights: dict[str, int] = Field(
+        default_factory=lambda: {
+            "Price": 4,
+            "MostAllocated": 2,
+            "Efficiency": 2,
+            "IsolationMatch": 1,
+            "Stability": 1,
+        }
+    )
+    max_mps_clients: int = Field(default=48, ge=1, le=48)
+    max_timeslice_replicas: int = Field(default=16, ge=1)
+    demand_window_h: float = Field(default=24.0, gt=0)
+    device_plugin_configmap: str = "costctl-device-plugin"
+    mig_parted_configmap: str = "costctl-mig-parted"
+    apply_timeout_s: float = Field(default=600.0, gt=0)
+    api_retries: int = Field(default=5, ge=0)
+
+    @field_validator("modes")
+    @classmethod
+    def _known_modes(cls, v: list[str]) -> list[str]:
+        bad = [m for m in v if m not in KNOWN_MODES]
+        if bad:
+            raise ValueError(f"unknown sharing mode(s) {bad}; known: {list(KNOWN_MODES)}")
+        return v
+
+    @field_validator("score_weights")
+    @classmethod
+    def _known_scores(cls, v: dict[str, int]) -> dict[str, int]:
+        bad = [k for k in v if k not in KNOWN_SCORES]
+        if bad:
+            raise ValueError(f"unknown score plugin(s) {bad}; known: {list(KNOWN_SCORES)}")
+        if any(w < 0 for w in v.values()):
+            raise ValueError("score weights must be >= 0")
+        return v

@@ -1,0 +1,1 @@
+"""Filter and Score plugins of the packing framework (one scorer per module)."""

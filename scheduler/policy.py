@@ -1,0 +1,37 @@
+"""Planning policy: which sharing modes, plugin weights and limits (a frozen value)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from scheduler.config import SchedulerConfig
+
+DEFAULT_WEIGHTS: tuple[tuple[str, int], ...] = (
+    ("Price", 4),
+    ("MostAllocated", 2),
+    ("Efficiency", 2),
+    ("IsolationMatch", 1),
+    ("Stability", 1),
+)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How ``plan`` packs: modes tried, score weights, limits and the improvement pass."""
+
+    modes: tuple[str, ...] = ("gpu", "mig", "mps", "timeslice")
+    weights: tuple[tuple[str, int], ...] = DEFAULT_WEIGHTS
+    max_mps_clients: int = 48
+    max_timeslice_replicas: int = 16
+    improve: bool = True
+    improve_rounds: int = 2
+
+    @classmethod
+    def from_config(cls, config: SchedulerConfig) -> Policy:
+        """The policy the settings describe."""
+        return cls(
+            modes=tuple(config.modes),
+            weights=tuple(sorted(config.score_weights.items())),
+            max_mps_clients=config.max_mps_clients,
+            max_timeslice_replicas=config.max_timeslice_replicas,
+        )
