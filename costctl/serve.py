@@ -155,6 +155,7 @@ class Stack:
             default_window=default_window,
         )
         self._api_sock = bind(settings.api_host, settings.api_port)
+        self._api_addr = self._api_sock.getsockname()[:2]
         self._uvicorn = uvicorn.Server(
             uvicorn.Config(self.api, log_level="warning", lifespan="on", access_log=False)
         )
@@ -167,7 +168,7 @@ class Stack:
     @property
     def api_url(self) -> str:
         """Base URL of the API."""
-        host, port = self._api_sock.getsockname()[:2]
+        host, port = self._api_addr
         return f"http://{host}:{port}"
 
     @property
