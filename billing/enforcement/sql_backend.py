@@ -13,6 +13,8 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Connection, and_, delete, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 
 from billing.enforcement.backend import Reserved
@@ -94,10 +96,13 @@ class SqlReservations:
         rows = {r[0]: r for r in conn.execute(stmt)}
         starts = {b.id: period_bounds(b.period, now)[0] for b in budgets}
         missing = [i for i in ids if i not in rows]
-        if missing:
+        if missing:  # first use: create (racing workers may too), then lock what exists
+            ins = (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(COUNTER)
             conn.execute(
-                insert(COUNTER), [{"budget_id": i, "period_start": starts[i]} for i in missing]
+                ins.on_conflict_do_nothing(),
+                [{"budget_id": i, "period_start": starts[i]} for i in missing],
             )
+            rows = {r[0]: r for r in conn.execute(stmt)}
         out: dict[int, tuple[Level, datetime]] = {}
         for i in ids:
             r = rows.get(i)
