@@ -68,7 +68,7 @@ def kill(
         )
         return KillOutcome(switch, True, None, str(exc))
     note_replicas(engine, kill_id=switch.id, previous=previous, actor=actor, now=now)
-    return KillOutcome(switch, True, previous)
+    return KillOutcome(switch.model_copy(update={"previous_replicas": previous}), True, previous)
 
 
 def revive(
