@@ -123,3 +123,48 @@ def build_plan(snapshot: Snapshot, state: PackState, unplaced: tuple[Unplaced, .
         current_usd_per_hour=round(current_usd, 6),
         moves=diff(snapshot.current, slots),
     )
+
+
+def _covers(current: Iterable[Slot], snapshot: Snapshot) -> bool:
+    """Whether the current placement runs every replica the demand asks for."""
+    running = Counter(s.model for s in current if s.mode is not M.gpu)
+    gpu_slots = Counter(s.model for s in current if s.mode is M.gpu)
+    for w in snapshot.workloads:
+        have = running[w.model] + gpu_slots[w.model] // max(1, w.gpus)
+        if have < w.replicas:
+            return False
+    return True
+
+
+def keep_current(snapshot: Snapshot) -> Plan | None:
+    """The current placement as a plan (no moves), or None if it does not cover the demand."""
+    if not snapshot.current or not _covers(snapshot.current, snapshot):
+        return None
+    by_uuid = {g.uuid: g for g in snapshot.gpus}
+    if any(s.gpu_uuid not in by_uuid for s in snapshot.current):
+        return None
+    gpus: dict[str, GpuPlan] = {}
+    sharing: dict[str, NodeSharing] = {}
+    for s in snapshot.current:
+        g = by_uuid[s.gpu_uuid]
+        n = sum(1 for x in snapshot.current if x.gpu_uuid == s.gpu_uuid)
+        layout = g.mig_layout if s.mode is M.mig else None
+        gpus[g.uuid] = GpuPlan(
+            g.uuid, g.node, g.gpu_type, s.mode, g.usd_per_hour, layout,
+            mps_clients=n if s.mode is M.mps else 0,
+            timeslice_replicas=n if s.mode is M.timeslice else 0,
+        )  # fmt: skip
+        if s.mode in (M.mps, M.timeslice):
+            sharing[g.node] = NodeSharing(s.mode.value)
+    index = {g.uuid: g.index for g in snapshot.gpus}
+    nodes = []
+    for name in dict.fromkeys(p.node for p in gpus.values()):
+        devices = [(index[p.uuid], mig.multiset(p.mig_layout) if p.mig_layout else None)
+                   for p in gpus.values() if p.node == name]  # fmt: skip
+        nodes.append(NodePlan(name, sharing.get(name, NodeSharing.none), mig_config_name(devices)))
+    usd = round(sum(p.usd_per_hour for p in gpus.values()), 6)
+    return Plan(
+        slots=snapshot.current, gpus=tuple(gpus.values()), nodes=tuple(nodes), unplaced=(),
+        usd_per_hour=usd, lower_bound=lower_bound(snapshot), one_per_gpu=one_per_gpu(snapshot),
+        current_usd_per_hour=usd, moves=diff(snapshot.current, snapshot.current),
+    )  # fmt: skip

@@ -22,7 +22,7 @@ from scheduler.model import (
     Unplaced,
     Workload,
 )
-from scheduler.plan_result import build_plan
+from scheduler.plan_result import build_plan, keep_current
 from scheduler.plugins.efficiency import EfficiencyScore
 from scheduler.plugins.filters import NODE_SHARING, FitFilter, GpuTypeFilter, NodeSharingFilter
 from scheduler.plugins.isolation_match import IsolationMatchScore
@@ -183,6 +183,8 @@ class _Packer:
 def plan(snapshot: Snapshot, policy: Policy | None = None) -> Plan:
     """Pack every replica of ``snapshot.workloads`` onto ``snapshot.gpus``.
 
+    When the current placement covers the demand and the repack would not be cheaper, the
+    current placement is returned unchanged (zero moves).
     Returns: a Plan with slots, per-GPU and per-node configs, unplaced replicas with reasons,
     its cost, a lower bound, the one-replica-per-GPU baseline and the moves from
     ``snapshot.current``. Pure: no clock, no I/O; same snapshot and policy, same plan.
@@ -200,7 +202,11 @@ def plan(snapshot: Snapshot, policy: Policy | None = None) -> Plan:
             unplaced.append(miss)
     if policy.improve:
         packer.improve(policy.improve_rounds)
-    return build_plan(snapshot, packer.state, tuple(unplaced))
+    new = build_plan(snapshot, packer.state, tuple(unplaced))
+    kept = keep_current(snapshot)
+    if kept is not None and (new.unplaced or new.usd_per_hour >= kept.usd_per_hour - 1e-9):
+        return kept  # a repack that saves nothing is not worth its moves
+    return new
 
 
 def mode_counts(p: Plan) -> Counter[str]:

@@ -1,0 +1,51 @@
+"""Build the planner's frozen Snapshot from a fleet (simulated or sampled) and a price book."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+
+import pandas as pd
+
+from scheduler.model import GpuSnapshot, Slot, Snapshot, Workload
+from scheduler.simfleet import SimFleet
+
+PriceMap = Mapping[tuple[str, str], float]
+
+
+def price_map(prices: pd.DataFrame) -> dict[tuple[str, str], float]:
+    """(gpu_type, pricing_class) -> USD/hour from billing's price frame (PRICE_COLUMNS)."""
+    rows = zip(prices["gpu_type"], prices["pricing_class"], prices["usd_per_hour"], strict=True)
+    return {(str(t), str(c)): float(u) for t, c, u in rows}
+
+
+def fleet_gpus(fleet: SimFleet, prices: PriceMap) -> tuple[GpuSnapshot, ...]:
+    """The simulated GPUs as planner snapshots (current MIG layout included).
+
+    Raises: KeyError when a GPU's type and pricing class have no price.
+    """
+    out = []
+    for g in fleet.gpus:
+        layout = tuple(sorted((i.key, i.start) for i in g.instances)) if g.mig_enabled else None
+        out.append(
+            GpuSnapshot(
+                g.uuid,
+                g.node,
+                g.index,
+                g.type.name,
+                g.pricing_class,
+                prices[(g.type.name, g.pricing_class)],
+                layout,
+            )
+        )
+    return tuple(out)
+
+
+def make_snapshot(
+    gpus: Sequence[GpuSnapshot],
+    workloads: Iterable[Workload],
+    current: Iterable[Slot] = (),
+    taken_at: datetime | None = None,
+) -> Snapshot:
+    """A Snapshot (nodes derived from the GPUs)."""
+    return Snapshot(tuple(gpus), tuple(workloads), (), tuple(current), taken_at)
