@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -368,9 +369,10 @@ class Listener:
     def stop(self) -> None:
         """Stop and wait a moment for the thread."""
         self._stop.set()
-        self._thread.join(timeout=self.poll_s + 2)
+        self._thread.join(timeout=5)
 
     def _run(self) -> None:
+        tick = min(self.poll_s, 0.25)  # how soon stop() is noticed
         while not self._stop.is_set():
             if self.url is None:
                 self._safe()
@@ -380,9 +382,12 @@ class Listener:
                 pubsub = client(self.url).pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(self.channel)
                 self._safe()  # anything missed while (re)connecting
+                last = time.monotonic()
                 while not self._stop.is_set():
-                    pubsub.get_message(timeout=self.poll_s)  # a notice, or a poll tick
-                    self._safe()
+                    notice = pubsub.get_message(timeout=tick)
+                    if notice is not None or time.monotonic() - last >= self.poll_s:
+                        self._safe()
+                        last = time.monotonic()
                 pubsub.close()
             except redis.RedisError:
                 log.warning("pub/sub on %s lost; polling until it is back", self.channel)
