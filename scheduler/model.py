@@ -60,9 +60,12 @@ class Workload:
     ref_type: str = "A100-80GB"
     gpus: int = 1
     gpu_types: tuple[str, ...] = ()
+    scale_compute: bool = True  # False: ``compute`` is a share of whichever GPU it lands on
 
     def compute_on(self, type_name: str) -> float:
         """SM fraction of one GPU of ``type_name`` this needs (scaled by relative speed)."""
+        if not self.scale_compute:
+            return self.compute
         ref, other = gpu_type(self.ref_type), gpu_type(type_name)
         return self.compute * ref.relative_speed / other.relative_speed
 

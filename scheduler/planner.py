@@ -9,7 +9,7 @@ wins. Then an improvement pass tries to empty the emptiest GPUs into the others.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from scheduler.framework import Framework, Request, ScorePlugin
 from scheduler.model import (
@@ -74,8 +74,12 @@ class _Packer:
     state: PackState
     fw: Framework
     table: dict[Mode, Strategy]
+    _requests: dict[Workload, list[tuple[str, Request]]] = field(default_factory=dict)
 
     def requests(self, w: Workload) -> list[tuple[str, Request]]:
+        cached = self._requests.get(w)
+        if cached is not None:
+            return cached
         out = []
         for type_name in self.state.types:
             if not w.allows(type_name):
@@ -84,6 +88,7 @@ class _Packer:
                 req = strategy.request(w, type_name)
                 if req is not None:
                     out.append((type_name, req))
+        self._requests[w] = out
         return out
 
     def place(self, w: Workload, replica: int, *, open_only: bool = False) -> Unplaced | None:
@@ -117,18 +122,22 @@ class _Packer:
 
     def place_gang(self, w: Workload, replica: int) -> Unplaced | None:
         """``w.gpus`` whole GPUs of one node: the allowed node with the fewest free GPUs."""
-        nodes = []
+        nodes: list[tuple[int, str, list[int]]] = []
         for node in self.state.gang_nodes(w.gpus):
-            free = [
-                p for p in self.state.node_free[node] if w.allows(self.state.gpus[p].snap.gpu_type)
-            ]
+            free = self.state.node_free[node]
+            if w.gpu_types:
+                free = [p for p in free if w.allows(self.state.gpus[p].snap.gpu_type)]
             if len(free) >= w.gpus:
-                price = sum(self.state.gpus[p].snap.usd_per_hour for p in free[: w.gpus])
-                nodes.append((len(free), price, node, free[: w.gpus]))
+                nodes.append((len(free), node, free[: w.gpus]))
         if not nodes:
             why = Insufficient("gpus", "no node has enough free GPUs", w.gpus, 0, 0)
             return Unplaced(w.model, replica, (("*", why),))
-        _, _, _, picked = min(nodes)
+        fewest = min(n[0] for n in nodes)
+        gpus = self.state.gpus
+        _, _, picked = min(
+            (n for n in nodes if n[0] == fewest),
+            key=lambda n: (sum(gpus[p].snap.usd_per_hour for p in n[2]), n[1]),
+        )
         for p in picked:
             mem = self.state.gpus[p].mem_capacity
             self.state.add(p, w, replica, Request(Mode.gpu, 1000, mem, 1.0))

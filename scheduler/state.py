@@ -9,6 +9,7 @@ bucketed by free SM share so that a replica is offered the tightest few, not all
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -48,8 +49,13 @@ class GpuState:
 class PackState:
     """GPUs, node sharing and the candidate indexes."""
 
-    def __init__(self, snapshot: Snapshot) -> None:
-        """Every GPU starts empty; ``snapshot.current`` only feeds the stability score."""
+    def __init__(self, snapshot: Snapshot, max_open: int = 3, per_bucket: int = 2) -> None:
+        """Every GPU starts empty; ``snapshot.current`` only feeds the stability score.
+
+        ``max_open``: open GPUs offered per (mode, type), from the tightest buckets of free
+        SM share, at most ``per_bucket`` from one bucket.
+        """
+        self.max_open, self.per_bucket = max_open, per_bucket
         current: dict[str, set[str]] = defaultdict(set)
         for s in snapshot.current:
             current[s.gpu_uuid].add(s.model)
@@ -60,22 +66,35 @@ class PackState:
         self.node_sharing: dict[str, NodeSharing | None] = {g.node: None for g in snapshot.gpus}
         self.node_open: dict[str, int] = defaultdict(int)
         self.node_free: dict[str, list[int]] = defaultdict(list)
-        self.free: dict[FreeKey, list[int]] = defaultdict(list)
+        self.free: dict[FreeKey, list[int]] = {}
+        self.free_keys: dict[str, list[FreeKey]] = defaultdict(list)
         self.open_shared: dict[tuple[Mode, str], list[dict[int, None]]] = {}
         self.open_mig: dict[str, dict[int, None]] = defaultdict(dict)
         for g in self.gpus:
             self.node_free[g.snap.node].append(g.pos)
-            heapq.heappush(self.free[self._free_key(g)], g.pos)
+            self._push_free(g.pos)
         self.types = sorted({g.snap.gpu_type for g in self.gpus})
+        self._views: dict[int, GpuUse] = {}
+
+    def _push_free(self, pos: int) -> None:
+        key = self._free_key(self.gpus[pos])
+        heap = self.free.get(key)
+        if heap is None:
+            heap = self.free[key] = []
+            self.free_keys[key[0]].append(key)
+        heapq.heappush(heap, pos)
 
     def _free_key(self, g: GpuState) -> FreeKey:
         s = g.snap
         return (s.gpu_type, s.pricing_class, s.usd_per_hour, self.node_sharing[s.node])
 
     def view(self, pos: int) -> GpuUse:
-        """A frozen view of one GPU for the plugins."""
+        """A frozen view of one GPU for the plugins (cached until the GPU or node changes)."""
+        cached = self._views.get(pos)
+        if cached is not None and cached.node_sharing == self.node_sharing[cached.node]:
+            return cached
         g = self.gpus[pos]
-        return GpuUse(
+        view = GpuUse(
             pos=pos,
             uuid=g.snap.uuid,
             node=g.snap.node,
@@ -91,15 +110,18 @@ class PackState:
             models=frozenset(m.w.model for m in g.members),
             current_models=g.current_models,
         )
+        self._views[pos] = view
+        return view
 
     # -- candidates -------------------------------------------------------------------------
 
     def free_representatives(self, type_name: str, need: NodeSharing) -> list[int]:
         """One free GPU of ``type_name`` per equivalence group whose node admits ``need``."""
         out = []
-        for key, heap in self.free.items():
-            if key[0] != type_name or key[3] not in (None, need):
+        for key in self.free_keys[type_name]:
+            if key[3] not in (None, need):
                 continue
+            heap = self.free[key]
             while heap and not self._valid_free(heap[0], key):
                 heapq.heappop(heap)
             if heap:
@@ -122,9 +144,11 @@ class PackState:
         out: list[int] = []
         first = -(-req.compute_milli // BUCKET)
         for b in range(first, N_BUCKETS):
-            out.extend(buckets[b])
-            if len(out) >= 8:
-                break
+            bucket = buckets[b]
+            if bucket:
+                out.extend(itertools.islice(bucket, self.per_bucket))
+                if len(out) >= self.max_open:
+                    break
         return out
 
     def gang_nodes(self, k: int) -> list[str]:
@@ -138,6 +162,7 @@ class PackState:
     # -- mutations --------------------------------------------------------------------------
 
     def _unindex(self, g: GpuState) -> None:
+        self._views.pop(g.pos, None)
         if g.mode in (Mode.mps, Mode.timeslice):
             free = 1000 - g.compute_used
             self.open_shared[(g.mode, g.snap.gpu_type)][free // BUCKET].pop(g.pos, None)
@@ -162,7 +187,7 @@ class PackState:
             if self.node_sharing[node] is None:
                 self.node_sharing[node] = NODE_SHARING[req.mode]
                 for p in self.node_free[node]:
-                    heapq.heappush(self.free[self._free_key(self.gpus[p])], p)
+                    self._push_free(p)
         self._unindex(g)
         g.mode = req.mode
         g.compute_used += req.compute_milli
@@ -188,9 +213,9 @@ class PackState:
         if self.node_open[node] == 0:
             self.node_sharing[node] = None
             for p in self.node_free[node]:
-                heapq.heappush(self.free[self._free_key(self.gpus[p])], p)
+                self._push_free(p)
         else:
-            heapq.heappush(self.free[self._free_key(g)], pos)
+            self._push_free(pos)
 
     def open_gpus(self) -> list[GpuState]:
         """GPUs holding at least one replica, in fleet order."""
