@@ -47,8 +47,10 @@ def demand_profiles(
     if p.empty:
         return []
     ref_speed = gpu_type(ref_type).relative_speed
-    speed = {u: GPU_TYPES[t].relative_speed / ref_speed if t in GPU_TYPES else 1.0
-             for u, t in gpu_types.items()}  # fmt: skip
+    speed = {
+        u: GPU_TYPES[t].relative_speed / ref_speed if t in GPU_TYPES else 1.0
+        for u, t in gpu_types.items()
+    }
     p = p.assign(ref_sm=p["sm_util"] / 100.0 * p["gpu_uuid"].map(speed).fillna(1.0))
     out = []
     for model, g in p.groupby("model", sort=True):

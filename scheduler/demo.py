@@ -55,8 +55,12 @@ DEMO_PLACEMENT = (
     ("llama-3-70b", "gpu-node-b", 1, Mode.gpu, None, 1.0, 70000),
 )
 # Weighted tokens/s (input + 4 x output) a model's replicas serve at 100% busy.
-DEMO_CAPACITY = {"llama-3-70b": 6000.0, "llama-3-8b": 12000.0, "mistral-7b": 8000.0,
-                 "mixtral-8x7b": 5000.0}  # fmt: skip
+DEMO_CAPACITY = {
+    "llama-3-70b": 6000.0,
+    "llama-3-8b": 12000.0,
+    "mistral-7b": 8000.0,
+    "mixtral-8x7b": 5000.0,
+}
 
 
 def usage_load(
@@ -116,10 +120,15 @@ class DemoFleet:
     def add_jobs(self, aps_scheduler: BaseScheduler, clock: Callable[[], datetime]) -> None:
         """Sample (with load refresh) every ``config.sample_interval_s``."""
         aps_scheduler.add_job(
-            lambda: self.sample(clock()), "interval", seconds=self.config.sample_interval_s,
-            id="scheduler.demo_sample", max_instances=1, coalesce=True, replace_existing=True,
+            lambda: self.sample(clock()),
+            "interval",
+            seconds=self.config.sample_interval_s,
+            id="scheduler.demo_sample",
+            max_instances=1,
+            coalesce=True,
+            replace_existing=True,
             next_run_time=clock(),
-        )  # fmt: skip
+        )
 
 
 def _prices(engine: Engine, now: datetime) -> dict[tuple[str, str], float]:
@@ -159,10 +168,20 @@ def start_demo_fleet(
         inst = next((i for i in g.instances if i.gi_id == proc.gi_id), None)
         profile = None if inst is None else _profile_name(g.type.name, inst.key)
         replica[model] = replica.get(model, -1) + 1
-        slots.append(Slot(model, replica[model], node, g.uuid, mode, round(share, 6), profile,
-                          None if inst is None else inst.start,
-                          thread_pct=round(share * 100) if mode is Mode.mps else None,
-                          mem_limit_mib=mem if mode is Mode.mps else None))  # fmt: skip
+        slots.append(
+            Slot(
+                model,
+                replica[model],
+                node,
+                g.uuid,
+                mode,
+                round(share, 6),
+                profile,
+                None if inst is None else inst.start,
+                thread_pct=round(share * 100) if mode is Mode.mps else None,
+                mem_limit_mib=mem if mode is Mode.mps else None,
+            )
+        )
     device = {(g.uuid, i.key, i.start): i.uuid for g in fleet.gpus for i in g.instances}
 
     def device_uuid(s: Slot) -> str | None:
@@ -174,9 +193,13 @@ def start_demo_fleet(
 
     record_allocations(engine, slots, start=now, plan_id="demo", device_uuid=device_uuid)
     demo = DemoFleet(
-        fleet, engine, config, tuple(slots),
-        tuple(DEMO_WORKLOADS[m] for m in models), _prices(engine, now),
-    )  # fmt: skip
+        fleet,
+        engine,
+        config,
+        tuple(slots),
+        tuple(DEMO_WORKLOADS[m] for m in models),
+        _prices(engine, now),
+    )
     demo.collectors = make_collectors(config, fleet=fleet)
     if aps_scheduler is not None:
         demo.add_jobs(aps_scheduler, clock)

@@ -59,8 +59,9 @@ def make_collectors(
     if config.nvml_backend == "pynvml" or fleet is None:
         nvml = load_nvml(config, fleet)
         nvml.nvmlInit()
-        return [Collector(nvml, config.node_name, config.sample_interval_s, pricing_class,
-                          resolver)]  # fmt: skip
+        return [
+            Collector(nvml, config.node_name, config.sample_interval_s, pricing_class, resolver)
+        ]
     from scheduler.nvml_fake import FakeNvml
 
     out = []
@@ -69,11 +70,12 @@ def make_collectors(
         nvml = FakeNvml(fleet, node)
         nvml.nvmlInit()
         classes = {g.index: g.pricing_class for g in fleet.gpus if g.node == node}
-        out.append(
-            Collector(nvml, node, config.sample_interval_s,
-                      lambda i, c=classes: c.get(i, "on-demand"), resolver)  # type: ignore[misc]
-        )  # fmt: skip
+        out.append(Collector(nvml, node, config.sample_interval_s, _lookup(classes), resolver))
     return out
+
+
+def _lookup(classes: dict[int, str]) -> Callable[[int], str]:
+    return lambda i: classes.get(i, "on-demand")
 
 
 def add_sampling_job(
@@ -91,8 +93,9 @@ def add_sampling_job(
     Writes GpuSample/GpuProcessSample rows via billing.ingest.ingest_gpu_samples. The
     simulated backend (default) needs ``fleet``. Returns the collectors (for tests).
     """
-    collectors = make_collectors(config, fleet=fleet, resolver=resolver,
-                                 pricing_class=pricing_class)  # fmt: skip
+    collectors = make_collectors(
+        config, fleet=fleet, resolver=resolver, pricing_class=pricing_class
+    )
     aps_scheduler.add_job(
         lambda: sample_once(collectors, engine, clock()),
         "interval",

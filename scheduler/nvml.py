@@ -106,10 +106,17 @@ class Collector:
             log.warning("GPU %d unreadable before its first sample: %s", index, why)
             return
         out.samples.append(
-            GpuSampleIn(ts=now, node=self.node, gpu_uuid=known[0], gpu_index=index,
-                        gpu_type=known[1], pricing_class=self._pricing(index),
-                        interval_s=self.interval_s, fault=why[:200])
-        )  # fmt: skip
+            GpuSampleIn(
+                ts=now,
+                node=self.node,
+                gpu_uuid=known[0],
+                gpu_index=index,
+                gpu_type=known[1],
+                pricing_class=self._pricing(index),
+                interval_s=self.interval_s,
+                fault=why[:200],
+            )
+        )
 
     def _gpu(self, index: int, now: datetime, out: CollectResult) -> None:
         n = self.nvml
@@ -136,15 +143,21 @@ class Collector:
         out.faults += [f"gpu {index}: {f}" for f in faults]
         out.samples.append(
             GpuSampleIn(
-                ts=now, node=self.node, gpu_uuid=uuid, gpu_index=index, gpu_type=type_name,
-                pricing_class=self._pricing(index), sm_util=sm_util,
+                ts=now,
+                node=self.node,
+                gpu_uuid=uuid,
+                gpu_index=index,
+                gpu_type=type_name,
+                pricing_class=self._pricing(index),
+                sm_util=sm_util,
                 mem_used_mib=None if mem is None else mem.used / MIB,
                 mem_total_mib=None if mem is None else mem.total / MIB,
                 power_w=None if power is None else power / 1000.0,
                 energy_j=None if energy is None else energy / 1000.0,
-                interval_s=self.interval_s, fault="; ".join(faults)[:200] or None,
+                interval_s=self.interval_s,
+                fault="; ".join(faults)[:200] or None,
             )
-        )  # fmt: skip
+        )
 
     def _mig_instances(
         self,
@@ -180,20 +193,28 @@ class Collector:
             p = by_id.get(info.profileId)
             name = mig.profile_name(type_name, p.key) if p else f"id{info.profileId}"
             frac = p.sm_slices / fam.sm_slices if p else 0.0
-            out.instances.append(MigReading(uuid, muuid, gi_id, name, info.placement.start,
-                                            info.placement.size))  # fmt: skip
+            out.instances.append(
+                MigReading(uuid, muuid, gi_id, name, info.placement.start, info.placement.size)
+            )
             inst = self._gpm_util(h, uuid, gi_id, faults) if gpm else None
             total = None if total is None or inst is None else total + inst * frac
             mem = self._call(faults, f"mig {gi_id} memory", n.nvmlDeviceGetMemoryInfo, mh)
             out.samples.append(
                 GpuSampleIn(
-                    ts=now, node=self.node, gpu_uuid=muuid, parent_uuid=uuid, gpu_index=index,
-                    gpu_type=type_name, pricing_class=self._pricing(index), mig_profile=name,
-                    sm_util=inst, mem_used_mib=None if mem is None else mem.used / MIB,
+                    ts=now,
+                    node=self.node,
+                    gpu_uuid=muuid,
+                    parent_uuid=uuid,
+                    gpu_index=index,
+                    gpu_type=type_name,
+                    pricing_class=self._pricing(index),
+                    mig_profile=name,
+                    sm_util=inst,
+                    mem_used_mib=None if mem is None else mem.used / MIB,
                     mem_total_mib=None if mem is None else mem.total / MIB,
                     interval_s=self.interval_s,
                 )
-            )  # fmt: skip
+            )
             self._processes(mh, muuid, uuid, now, out, faults, (inst, frac))
         return total
 
@@ -270,11 +291,16 @@ class Collector:
             util = utils.get(p.pid)
             out.processes.append(
                 GpuProcessSampleIn(
-                    ts=now, device_uuid=device_uuid, gpu_uuid=gpu_uuid, pid=p.pid,
+                    ts=now,
+                    device_uuid=device_uuid,
+                    gpu_uuid=gpu_uuid,
+                    pid=p.pid,
                     pod_uid=ref.uid if ref else None,
                     namespace=(ref.namespace or None) if ref else None,
-                    pod=(ref.pod or None) if ref else None, model=ref.model if ref else None,
+                    pod=(ref.pod or None) if ref else None,
+                    model=ref.model if ref else None,
                     sm_util=None if util is None else max(0.0, min(100.0, util)),
-                    mem_used_mib=None if used is None else used / MIB, interval_s=self.interval_s,
+                    mem_used_mib=None if used is None else used / MIB,
+                    interval_s=self.interval_s,
                 )
-            )  # fmt: skip
+            )

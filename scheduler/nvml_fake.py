@@ -31,8 +31,15 @@ NVML_GPM_METRICS_GET_VERSION = 1
 NVML_GPM_SUPPORT_VERSION = 1
 NVML_VALUE_NOT_AVAILABLE_uint = 0xFFFFFFFF
 GPM_FAMILIES = {"H100-80GB", "H200-141GB"}
-_NAMES = {1: "Uninitialized", 2: "Invalid Argument", 3: "Not Supported", 6: "Not Found",
-          7: "Insufficient Size", 15: "GPU is lost", 999: "Unknown Error"}  # fmt: skip
+_NAMES = {
+    1: "Uninitialized",
+    2: "Invalid Argument",
+    3: "Not Supported",
+    6: "Not Found",
+    7: "Insufficient Size",
+    15: "GPU is lost",
+    999: "Unknown Error",
+}
 
 
 class NVMLError(Exception):
@@ -190,8 +197,9 @@ class FakeNvml:
         assert gi.instance is not None
         p = mig.FAMILIES[g.type.mig_family or "a100"].profile(gi.instance.key)
         placement = SimpleNamespace(start=gi.instance.start, size=p.mem_slots)
-        return SimpleNamespace(device=_Handle(g), id=gi.instance.gi_id, profileId=p.smi_id,
-                               placement=placement)  # fmt: skip
+        return SimpleNamespace(
+            device=_Handle(g), id=gi.instance.gi_id, profileId=p.smi_id, placement=placement
+        )
 
     def nvmlDeviceGetGpuInstanceProfileInfo(self, h: _Handle, profile: int) -> SimpleNamespace:
         """Profile info by NVML_GPU_INSTANCE_PROFILE_* enum; NOT_SUPPORTED if absent."""
@@ -201,10 +209,13 @@ class FakeNvml:
             if p.nvml_enum == profile:
                 sms = g.type.sms * p.sm_slices // mig.FAMILIES[family or "a100"].sm_slices
                 return SimpleNamespace(
-                    id=p.smi_id, sliceCount=p.sm_slices, instanceCount=p.max_instances,
-                    multiprocessorCount=sms, copyEngineCount=p.sm_slices,
+                    id=p.smi_id,
+                    sliceCount=p.sm_slices,
+                    instanceCount=p.max_instances,
+                    multiprocessorCount=sms,
+                    copyEngineCount=p.sm_slices,
                     memorySizeMB=mig.profile_memory_mib(g.type.name, p.key),
-                )  # fmt: skip
+                )
         raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
 
     def nvmlDeviceGetGpuInstancePossiblePlacements(
@@ -246,8 +257,9 @@ class FakeNvml:
             used = sum(p.mem_mib for p in g.processes if p.gi_id == h.instance.gi_id)
         else:
             total, used = g.type.memory_mib, sum(p.mem_mib for p in g.processes)
-        return SimpleNamespace(total=int(total * mib), used=int(used * mib),
-                               free=int((total - used) * mib))  # fmt: skip
+        return SimpleNamespace(
+            total=int(total * mib), used=int(used * mib), free=int((total - used) * mib)
+        )
 
     def nvmlDeviceGetPowerUsage(self, h: _Handle) -> int:
         """Board power in mW (physical GPUs only)."""
@@ -272,12 +284,13 @@ class FakeNvml:
         na = NVML_VALUE_NOT_AVAILABLE_uint
         return [
             SimpleNamespace(
-                pid=p.pid, usedGpuMemory=int(p.mem_mib * 1024 * 1024),
+                pid=p.pid,
+                usedGpuMemory=int(p.mem_mib * 1024 * 1024),
                 gpuInstanceId=na if p.gi_id is None else p.gi_id,
                 computeInstanceId=na if p.gi_id is None else 0,
             )
             for p in procs
-        ]  # fmt: skip
+        ]
 
     def nvmlDeviceGetProcessUtilization(self, h: _Handle, ts: int) -> list[SimpleNamespace]:
         """Per-process samples newer than ``ts`` (µs); NOT_SUPPORTED under MIG, NOT_FOUND
@@ -288,18 +301,25 @@ class FakeNvml:
         if now_us <= ts or not g.processes:
             raise NVMLError(NVML_ERROR_NOT_FOUND)
         return [
-            SimpleNamespace(pid=p.pid, timeStamp=now_us, smUtil=round(u),
-                            memUtil=round(u * 0.6), encUtil=0, decUtil=0)
+            SimpleNamespace(
+                pid=p.pid,
+                timeStamp=now_us,
+                smUtil=round(u),
+                memUtil=round(u * 0.6),
+                encUtil=0,
+                decUtil=0,
+            )
             for p in g.processes
             if (u := self.fleet.process_util(g, p)) >= 0
-        ]  # fmt: skip
+        ]
 
     # -- GPM (Hopper): per-GPU-instance SM utilisation under MIG -------------------------------
     def nvmlGpmQueryDeviceSupport(self, h: _Handle) -> SimpleNamespace:
         """isSupportedDevice = 1 on H100/H200."""
         g = self._check(h)
-        return SimpleNamespace(version=NVML_GPM_SUPPORT_VERSION,
-                               isSupportedDevice=int(g.type.name in GPM_FAMILIES))  # fmt: skip
+        return SimpleNamespace(
+            version=NVML_GPM_SUPPORT_VERSION, isSupportedDevice=int(g.type.name in GPM_FAMILIES)
+        )
 
     def nvmlGpmSampleAlloc(self) -> _GpmSample:
         """A sample buffer."""

@@ -54,23 +54,43 @@ def _gpu_slots(g: GpuState) -> tuple[list[Slot], GpuPlan]:
             placement = next(p for p in free if p[0] == key)
             free.remove(placement)
             slots.append(
-                Slot(m.w.model, m.replica, s.node, s.uuid, M.mig, m.req.share,
-                     profile=mig.profile_name(s.gpu_type, key), mig_start=placement[1])
-            )  # fmt: skip
+                Slot(
+                    m.w.model,
+                    m.replica,
+                    s.node,
+                    s.uuid,
+                    M.mig,
+                    m.req.share,
+                    profile=mig.profile_name(s.gpu_type, key),
+                    mig_start=placement[1],
+                )
+            )
     else:
         n = len(g.members)
         for m in g.members:
             share = m.req.share if mode is M.mps else 1.0 / n if mode is M.timeslice else 1.0
             slots.append(
-                Slot(m.w.model, m.replica, s.node, s.uuid, mode, round(share, 6),
-                     thread_pct=m.req.compute_milli // 10 if mode is M.mps else None,
-                     mem_limit_mib=math.ceil(m.req.mem_mib) if mode is M.mps else None)
-            )  # fmt: skip
+                Slot(
+                    m.w.model,
+                    m.replica,
+                    s.node,
+                    s.uuid,
+                    mode,
+                    round(share, 6),
+                    thread_pct=m.req.compute_milli // 10 if mode is M.mps else None,
+                    mem_limit_mib=math.ceil(m.req.mem_mib) if mode is M.mps else None,
+                )
+            )
     plan = GpuPlan(
-        s.uuid, s.node, s.gpu_type, mode, s.usd_per_hour, layout,
+        s.uuid,
+        s.node,
+        s.gpu_type,
+        mode,
+        s.usd_per_hour,
+        layout,
         mps_clients=len(g.members) if mode is M.mps else 0,
         timeslice_replicas=len(g.members) if mode is M.timeslice else 0,
-    )  # fmt: skip
+    )
     return slots, plan
 
 
@@ -106,8 +126,9 @@ def build_plan(snapshot: Snapshot, state: PackState, unplaced: tuple[Unplaced, .
     index = {g.uuid: g.index for g in snapshot.gpus}
     nodes = []
     for name, plans in by_node.items():
-        devices = [(index[p.uuid], mig.multiset(p.mig_layout) if p.mig_layout else None)
-                   for p in plans]  # fmt: skip
+        devices = [
+            (index[p.uuid], mig.multiset(p.mig_layout) if p.mig_layout else None) for p in plans
+        ]
         sharing = state.node_sharing[name] or NodeSharing.none
         nodes.append(NodePlan(name, sharing, mig_config_name(devices)))
     price = {g.uuid: g.usd_per_hour for g in snapshot.gpus}
@@ -150,21 +171,35 @@ def keep_current(snapshot: Snapshot) -> Plan | None:
         n = sum(1 for x in snapshot.current if x.gpu_uuid == s.gpu_uuid)
         layout = g.mig_layout if s.mode is M.mig else None
         gpus[g.uuid] = GpuPlan(
-            g.uuid, g.node, g.gpu_type, s.mode, g.usd_per_hour, layout,
+            g.uuid,
+            g.node,
+            g.gpu_type,
+            s.mode,
+            g.usd_per_hour,
+            layout,
             mps_clients=n if s.mode is M.mps else 0,
             timeslice_replicas=n if s.mode is M.timeslice else 0,
-        )  # fmt: skip
+        )
         if s.mode in (M.mps, M.timeslice):
             sharing[g.node] = NodeSharing(s.mode.value)
     index = {g.uuid: g.index for g in snapshot.gpus}
     nodes = []
     for name in dict.fromkeys(p.node for p in gpus.values()):
-        devices = [(index[p.uuid], mig.multiset(p.mig_layout) if p.mig_layout else None)
-                   for p in gpus.values() if p.node == name]  # fmt: skip
+        devices = [
+            (index[p.uuid], mig.multiset(p.mig_layout) if p.mig_layout else None)
+            for p in gpus.values()
+            if p.node == name
+        ]
         nodes.append(NodePlan(name, sharing.get(name, NodeSharing.none), mig_config_name(devices)))
     usd = round(sum(p.usd_per_hour for p in gpus.values()), 6)
     return Plan(
-        slots=snapshot.current, gpus=tuple(gpus.values()), nodes=tuple(nodes), unplaced=(),
-        usd_per_hour=usd, lower_bound=lower_bound(snapshot), one_per_gpu=one_per_gpu(snapshot),
-        current_usd_per_hour=usd, moves=diff(snapshot.current, snapshot.current),
-    )  # fmt: skip
+        slots=snapshot.current,
+        gpus=tuple(gpus.values()),
+        nodes=tuple(nodes),
+        unplaced=(),
+        usd_per_hour=usd,
+        lower_bound=lower_bound(snapshot),
+        one_per_gpu=one_per_gpu(snapshot),
+        current_usd_per_hour=usd,
+        moves=diff(snapshot.current, snapshot.current),
+    )

@@ -200,8 +200,9 @@ def plan(snapshot: Snapshot, policy: Policy | None = None) -> Plan:
     Raises: ValueError for an unknown mode or score plugin in ``policy``.
     """
     policy = policy or Policy()
-    packer = _Packer(PackState(snapshot), make_framework(snapshot, policy),
-                     strategy_table(policy.modes))  # fmt: skip
+    packer = _Packer(
+        PackState(snapshot), make_framework(snapshot, policy), strategy_table(policy.modes)
+    )
     unplaced: list[Unplaced] = []
     replicas = [(w, r) for w in snapshot.workloads for r in range(w.replicas)]
     replicas.sort(key=lambda wr: (replica_order(wr[0]), wr[1]))

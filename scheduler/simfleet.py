@@ -178,8 +178,15 @@ class SimFleet:
     def place_slot(self, slot: Slot, mem_mib: float) -> SimProcess:
         """Start the process a plan slot describes (MIG instances must exist already)."""
         g = next(x for x in self.gpus if x.uuid == slot.gpu_uuid)
-        return self.place(slot.model, g.node, g.index, mem_mib=mem_mib, mode=slot.mode,
-                          profile=slot.profile, share=slot.share)  # fmt: skip
+        return self.place(
+            slot.model,
+            g.node,
+            g.index,
+            mem_mib=mem_mib,
+            mode=slot.mode,
+            profile=slot.profile,
+            share=slot.share,
+        )
 
     def pods(self) -> dict[str, tuple[str, str, str]]:
         """pod UID -> (namespace, pod, model) of every process (what the kubelet would know)."""
@@ -237,8 +244,9 @@ def build_fleet(
     for node in spec:
         t = gpu_type(node.gpu_type)
         for i in range(node.gpus):
-            gpus.append(SimGpu(node.name, i, "GPU-" + _uuid_for(node.name, i), t,
-                               node.pricing_class))  # fmt: skip
+            gpus.append(
+                SimGpu(node.name, i, "GPU-" + _uuid_for(node.name, i), t, node.pricing_class)
+            )
     fleet = SimFleet(gpus, clock or (lambda: datetime.now(UTC)), seed)
     for node in spec:
         for i, layout in enumerate(node.mig):

@@ -67,11 +67,16 @@ def pod_workloads(pods: pd.DataFrame) -> tuple[list[Workload], list[Workload], i
         iso, lat = QOS[qos]
         per_pod.append(
             Workload(
-                model="", mem_mib=0.0 if whole else math.ceil(share * SMALLEST_GPU_MIB),
-                compute=share, isolation=iso, latency=lat, gpus=int(num_gpu),
-                gpu_types=types, scale_compute=False,
+                model="",
+                mem_mib=0.0 if whole else math.ceil(share * SMALLEST_GPU_MIB),
+                compute=share,
+                isolation=iso,
+                latency=lat,
+                gpus=int(num_gpu),
+                gpu_types=types,
+                scale_compute=False,
             )
-        )  # fmt: skip
+        )
     shapes = Counter(per_pod)
     grouped = [
         Workload(
@@ -85,7 +90,7 @@ def pod_workloads(pods: pd.DataFrame) -> tuple[list[Workload], list[Workload], i
             w.gpus,
             w.gpu_types,
             w.scale_compute,
-        )  # fmt: skip
+        )
         for i, (w, n) in enumerate(shapes.items())
     ]
     return grouped, per_pod, int((pods["num_gpu"] == 0).sum())

@@ -5,8 +5,11 @@ from __future__ import annotations
 from scheduler.framework import MAX_SCORE, GpuUse, Request
 from scheduler.model import Isolation, LatencyClass, Mode, Workload
 
-NATURAL = {Isolation.strict: Mode.mig, Isolation.shared: Mode.mps,
-           Isolation.best_effort: Mode.timeslice}  # fmt: skip
+NATURAL = {
+    Isolation.strict: Mode.mig,
+    Isolation.shared: Mode.mps,
+    Isolation.best_effort: Mode.timeslice,
+}
 STRENGTH = {Mode.timeslice: 0, Mode.mps: 1, Mode.mig: 2, Mode.gpu: 3}
 
 
