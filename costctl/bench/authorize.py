@@ -416,12 +416,14 @@ def register(bench_app: typer.Typer) -> None:
         """Authorize latency and budget overshoot under load; kill-switch propagation."""
         if backend not in ("redis", "sql"):
             raise typer.BadParameter("redis or sql", param_hint="--backend")
+        # the bench's usage averages ~0.0007 USD per request: the budget runs out half-way
+        budget = budget_usd if budget_usd is not None else round(rps * seconds * 0.00035, 2)
         emit(
             run(
                 workers=workers,
                 rps=rps,
                 seconds=seconds,
-                budget_usd=budget_usd,
+                budget_usd=budget,
                 backend=backend,
                 redis_url=redis_url,
                 database_url=database_url,
