@@ -1,0 +1,296 @@
+"""A fake Kubernetes API server over HTTP (JSON) for tests: nodes, configmaps, deployments
+and their scale subresource, driven by the real kubernetes client.
+
+Behaviours: a simulated GPU-operator MIG manager (changing ``nvidia.com/mig.config`` sets
+``nvidia.com/mig.config.state=pending``; the next GET of the node turns it into the outcome
+configured in ``state.mig_outcome[node]``: "success" (default), "failed" or "stuck");
+``state.fail_next`` holds HTTP codes returned to the next requests (retry tests); every
+request is logged in ``state.requests``.
+
+Usage::
+
+    with KubeServer() as kube:
+        kube.state.add_node("gpu-node-a", {"nvidia.com/gpu.product": "A100"})
+        kube.state.add_deployment("default", "llama", model="llama", replicas=2)
+        api = kube.api_client()
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from kubernetes import client
+
+MIG_CONFIG = "nvidia.com/mig.config"
+MIG_STATE = "nvidia.com/mig.config.state"
+
+
+def merge(base: Any, patch: Any) -> Any:
+    """Strategic-merge approximation: maps merge (None deletes), lists of named maps merge
+    by name, other lists are replaced."""
+    if isinstance(base, dict) and isinstance(patch, dict):
+        out = dict(base)
+        for k, v in patch.items():
+            if v is None:
+                out.pop(k, None)
+            else:
+                out[k] = merge(base.get(k), v)
+        return out
+    if (
+        isinstance(base, list)
+        and isinstance(patch, list)
+        and patch
+        and all(isinstance(x, dict) and "name" in x for x in base + patch)
+    ):
+        by = {x["name"]: x for x in base}
+        order = [x["name"] for x in base]
+        for x in patch:
+            if x["name"] not in by:
+                order.append(x["name"])
+            by[x["name"]] = merge(by.get(x["name"]), x)
+        return [by[n] for n in order]
+    return copy.deepcopy(patch)
+
+
+@dataclass
+class KubeState:
+    """The objects the server holds, and its behaviours."""
+
+    nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    configmaps: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    deployments: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    mig_outcome: dict[str, str] = field(default_factory=dict)
+    fail_next: list[int] = field(default_factory=list)
+    requests: list[tuple[str, str]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add_node(self, name: str, labels: dict[str, str] | None = None) -> None:
+        """A Ready node."""
+        self.nodes[name] = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": name, "labels": dict(labels or {})},
+            "spec": {},
+            "status": {},
+        }
+
+    def add_deployment(
+        self,
+        ns: str,
+        name: str,
+        *,
+        model: str,
+        replicas: int = 1,
+        container: str = "server",
+        image: str = "vllm/vllm-openai:v0.6",
+    ) -> None:
+        """A Deployment labelled costctl.io/model=<model>."""
+        labels = {"app": name, "costctl.io/model": model}
+        self.deployments[(ns, name)] = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name, "namespace": ns, "labels": labels},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}},
+                    "spec": {"containers": [{"name": container, "image": image}]},
+                },
+            },
+            "status": {"replicas": replicas},
+        }
+
+
+def _status(code: int, message: str) -> dict[str, Any]:
+    reason = {404: "NotFound", 409: "AlreadyExists", 422: "Invalid"}.get(code, "InternalError")
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
+
+
+def _selected(obj: dict[str, Any], selector: str | None) -> bool:
+    if not selector:
+        return True
+    labels = obj["metadata"].get("labels") or {}
+    for term in selector.split(","):
+        if "=" in term:
+            k, v = term.split("=", 1)
+            if labels.get(k.rstrip("=")) != v:
+                return False
+        elif term not in labels:
+            return False
+    return True
+
+
+class _Handler(BaseHTTPRequestHandler):
+    state: KubeState
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def _send(self, code: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _body(self) -> Any:
+        n = int(self.headers.get("Content-Length") or 0)
+        return json.loads(self.rfile.read(n) or b"null")
+
+    def _handle(self, method: str) -> None:
+        from urllib.parse import parse_qs, urlparse
+
+        url = urlparse(self.path)
+        query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        st = self.state
+        with st.lock:
+            st.requests.append((method, url.path))
+            if st.fail_next:
+                code = st.fail_next.pop(0)
+                self._send(code, _status(code, "injected failure"))
+                return
+            try:
+                code, body = self._route(method, url.path, query)
+            except KeyError as exc:
+                code, body = 404, _status(404, f"not found: {exc}")
+        self._send(code, body)
+
+    def _route(self, method: str, path: str, q: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        st = self.state
+        if m := re.fullmatch(r"/api/v1/nodes(?:/([^/]+))?", path):
+            name = m.group(1)
+            if name is None:
+                items = [n for n in st.nodes.values() if _selected(n, q.get("labelSelector"))]
+                return 200, {"apiVersion": "v1", "kind": "NodeList", "metadata": {}, "items": items}
+            node = st.nodes[name]
+            if method == "PATCH":
+                before = (node["metadata"].get("labels") or {}).get(MIG_CONFIG)
+                st.nodes[name] = node = merge(node, self._body())
+                labels = node["metadata"].setdefault("labels", {})
+                if labels.get(MIG_CONFIG) != before:
+                    labels[MIG_STATE] = "pending"
+            elif method == "GET":
+                labels = node["metadata"].setdefault("labels", {})
+                if labels.get(MIG_STATE) == "pending":
+                    outcome = st.mig_outcome.get(name, "success")
+                    if outcome != "stuck":
+                        labels[MIG_STATE] = outcome
+            return 200, node
+        if m := re.fullmatch(r"/api/v1/namespaces/([^/]+)/configmaps(?:/([^/]+))?", path):
+            return self._objects(st.configmaps, m.group(1), m.group(2), method, q, "ConfigMap")
+        if m := re.fullmatch(
+            r"/apis/apps/v1/namespaces/([^/]+)/deployments(?:/([^/]+))?(/scale)?", path
+        ):
+            ns, name, scale = m.groups()
+            if scale:
+                return self._scale(ns, name, method)
+            return self._objects(st.deployments, ns, name, method, q, "Deployment")
+        return 404, _status(404, f"no route {path}")
+
+    def _objects(
+        self,
+        store: dict[tuple[str, str], dict[str, Any]],
+        ns: str,
+        name: str | None,
+        method: str,
+        q: dict[str, str],
+        kind: str,
+    ) -> tuple[int, dict[str, Any]]:
+        if name is None and method == "GET":
+            items = [
+                o
+                for (n, _), o in sorted(store.items())
+                if n == ns and _selected(o, q.get("labelSelector"))
+            ]
+            return 200, {"apiVersion": "v1", "kind": f"{kind}List", "metadata": {}, "items": items}
+        if name is None and method == "POST":
+            body = self._body()
+            key = (ns, body["metadata"]["name"])
+            if key in store:
+                return 409, _status(409, f"{kind} {key[1]} exists")
+            body["metadata"]["namespace"] = ns
+            store[key] = body
+            return 201, body
+        assert name is not None
+        if method == "GET":
+            return 200, store[(ns, name)]
+        if method == "PATCH":
+            store[(ns, name)] = merge(store[(ns, name)], self._body())
+            return 200, store[(ns, name)]
+        if method == "PUT":
+            store[(ns, name)] = self._body()
+            return 200, store[(ns, name)]
+        if method == "DELETE":
+            store.pop((ns, name))
+            return 200, _status(200, "deleted")
+        return 405, _status(405, method)
+
+    def _scale(self, ns: str, name: str, method: str) -> tuple[int, dict[str, Any]]:
+        d = self.state.deployments[(ns, name)]
+        if method == "PATCH":
+            replicas = int(self._body()["spec"]["replicas"])
+            d["spec"]["replicas"] = replicas
+            d["status"] = {"replicas": replicas}
+        n = d["spec"].get("replicas", 0)
+        return 200, {
+            "apiVersion": "autoscaling/v1",
+            "kind": "Scale",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"replicas": n},
+            "status": {"replicas": n},
+        }
+
+    def do_GET(self) -> None:
+        self._handle("GET")
+
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    def do_PUT(self) -> None:
+        self._handle("PUT")
+
+    def do_PATCH(self) -> None:
+        self._handle("PATCH")
+
+    def do_DELETE(self) -> None:
+        self._handle("DELETE")
+
+
+class KubeServer:
+    """Context manager: a fake API server on 127.0.0.1:<free port> in a thread."""
+
+    def __init__(self) -> None:
+        self.state = KubeState()
+        handler = type("Handler", (_Handler,), {"state": self.state})
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> KubeServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def api_client(self) -> client.ApiClient:
+        """A real kubernetes ApiClient pointed at this server."""
+        cfg = client.Configuration()
+        cfg.host = self.url
+        return client.ApiClient(cfg)
