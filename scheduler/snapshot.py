@@ -49,3 +49,40 @@ def make_snapshot(
 ) -> Snapshot:
     """A Snapshot (nodes derived from the GPUs)."""
     return Snapshot(tuple(gpus), tuple(workloads), (), tuple(current), taken_at)
+
+
+def gpus_from_samples(samples: pd.DataFrame, prices: PriceMap) -> tuple[GpuSnapshot, ...]:
+    """GPU snapshots from recent gpu_sample rows (latest reading per GPU; MIG from children).
+
+    ``samples`` columns: ts, node, gpu_uuid, parent_uuid, gpu_index, gpu_type, pricing_class,
+    mig_profile. Positions of MIG instances are recomputed (mig-parted chooses its own).
+    """
+    from scheduler import mig
+    from scheduler.catalog import gpu_type
+
+    if samples.empty:
+        return ()
+    latest = samples.sort_values("ts").groupby("gpu_uuid", sort=False).tail(1)
+    phys = latest[latest["parent_uuid"].isna()].sort_values(["node", "gpu_index"])
+    children = latest[latest["parent_uuid"].notna()]
+    out = []
+    for r in phys.itertuples(index=False):
+        profiles = children[children["parent_uuid"] == r.gpu_uuid]["mig_profile"].dropna()
+        layout = None
+        family = gpu_type(str(r.gpu_type)).mig_family
+        if len(profiles) and family:
+            keys = [mig.key_of(str(r.gpu_type), str(p)) for p in profiles]
+            layout = mig.place(family, keys)
+        usd = prices.get((str(r.gpu_type), str(r.pricing_class)), 0.0)
+        out.append(
+            GpuSnapshot(
+                str(r.gpu_uuid),
+                str(r.node),
+                int(r.gpu_index),
+                str(r.gpu_type),
+                str(r.pricing_class),
+                usd,
+                layout,
+            )
+        )
+    return tuple(out)
