@@ -78,7 +78,7 @@ def gpus_from_samples(samples: pd.DataFrame, prices: PriceMap) -> tuple[GpuSnaps
             GpuSnapshot(
                 str(r.gpu_uuid),
                 str(r.node),
-                int(r.gpu_index),
+                int(str(r.gpu_index)),
                 str(r.gpu_type),
                 str(r.pricing_class),
                 usd,
