@@ -8,7 +8,6 @@ scale the model's Deployment through the scheduler's Kubernetes applier.
 from __future__ import annotations
 
 import getpass
-import importlib
 import json
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -38,29 +37,27 @@ from costctl.settings import Settings
 budgets_app = typer.Typer(help="Budgets: list, set, delete.", no_args_is_help=True)
 rates_app = typer.Typer(help="Rate limits (requests/min, tokens/min).", no_args_is_help=True)
 
-# Where the Kubernetes applier lives once the scheduler provides it; tests replace this.
-APPLIER_MODULES = ("scheduler.kube", "scheduler.apply", "scheduler.k8s")
+
+def default_scaler(settings: Settings) -> DeploymentScaler:
+    """The scheduler's Kubernetes applier (in-cluster config, else ~/.kube/config).
+
+    Raises: whatever loading the Kubernetes configuration raises (no cluster configured).
+    """
+    from scheduler.kube import KubeApplier
+
+    return KubeApplier.from_settings(settings)
 
 
-def default_scaler(settings: Settings) -> DeploymentScaler | None:
-    """The scheduler's KubeApplier, or None when the scheduler does not provide one."""
-    for name in APPLIER_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        cls = getattr(module, "KubeApplier", None)
-        if cls is None:
-            continue
-        make = getattr(cls, "from_settings", None)
-        scaler: DeploymentScaler = make(settings) if make else cls(settings.scheduler)
-        return scaler
-    return None
+# tests hand in an applier over the fake Kubernetes API here
+SCALER_FACTORY: Callable[[Settings], DeploymentScaler] = default_scaler
 
 
-SCALER_FACTORY: Callable[[Settings], DeploymentScaler | None] = default_scaler
+def _scaler(settings: Settings) -> tuple[DeploymentScaler | None, str | None]:
+    """The scaler, or None and why: a missing cluster must not stop a kill."""
+    try:
+        return SCALER_FACTORY(settings), None
+    except Exception as exc:
+        return None, f"{type(exc).__name__}: {exc}"
 
 
 def _actor() -> str:
@@ -235,7 +232,9 @@ def kill_cmd(
     """Trip a kill-switch: every API worker denies the scope; a model is scaled to zero."""
     c = get_ctx(ctx)
     spec = _validated(KillIn, {"scope": scope, "target": target, "reason": reason})
-    scaler = None if no_scale or spec.scope != KillScope.model else SCALER_FACTORY(c.settings)
+    scaler, why = (None, None)
+    if spec.scope == KillScope.model and not no_scale:
+        scaler, why = _scaler(c.settings)
     out = kill(
         c.engine,
         scope=spec.scope,
@@ -254,7 +253,7 @@ def kill_cmd(
     if out.replicas is not None:
         typer.echo(f"scaled Deployment of {spec.target} from {out.replicas} to 0 replicas")
     elif spec.scope == KillScope.model and not no_scale:
-        note = out.scale_error or "no Kubernetes applier available"
+        note = out.scale_error or why or "no Kubernetes applier"
         typer.echo(f"warning: Deployment not scaled: {note}", err=True)
 
 
@@ -270,7 +269,7 @@ def revive_cmd(
     target = "*" if scope == KillScope.global_ else target
     if scope != KillScope.global_ and target == "*":
         fail(f"a {scope.value} needs a target name")
-    scaler = SCALER_FACTORY(c.settings) if scope == KillScope.model else None
+    scaler, why = _scaler(c.settings) if scope == KillScope.model else (None, None)
     out = revive(
         c.engine,
         scope=scope,
@@ -286,8 +285,8 @@ def revive_cmd(
     typer.echo(f"revived {scope.value} {target}")
     if out.replicas is not None:
         typer.echo(f"restored Deployment of {target} to {out.replicas} replicas")
-    elif out.scale_error:
-        typer.echo(f"warning: Deployment not restored: {out.scale_error}", err=True)
+    elif scope == KillScope.model and (out.scale_error or why):
+        typer.echo(f"warning: Deployment not restored: {out.scale_error or why}", err=True)
 
 
 def status_cmd(

@@ -15,6 +15,7 @@ from billing.api.deps import get_now
 from billing.apikeys import create_key
 from billing.config import BillingConfig
 from billing.enforcement.api import make_extension
+from billing.enforcement.backend import DeploymentScaler
 from billing.enforcement.config import EnforcementConfig
 from billing.models import ApiRole
 from tests.utils.api import Api
@@ -49,7 +50,7 @@ def make_enf_api(
     *,
     redis_url: str | None = None,
     config: EnforcementConfig | None = None,
-    scaler: FakeScaler | None = None,
+    scaler: DeploymentScaler | None = None,
     clock: Clock | None = None,
 ) -> tuple[Api, Clock]:
     clock = clock or Clock()
