@@ -19,6 +19,12 @@ class SchedulerConfig(BaseModel):
     )
     sample_interval_s: float = Field(default=5.0, gt=0)
     headroom: float = Field(default=0.2, ge=0, le=2)
+    mem_headroom: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="memory margin on the measured peak (weights are static)",
+    )
     node_name: str = "local"
     kube_namespace: str = "default"
     modes: list[str] = Field(default_factory=lambda: list(KNOWN_MODES))
@@ -38,6 +44,12 @@ class SchedulerConfig(BaseModel):
     mig_parted_configmap: str = "costctl-mig-parted"
     apply_timeout_s: float = Field(default=600.0, gt=0)
     api_retries: int = Field(default=5, ge=0)
+    model_isolation: dict[str, Literal["strict", "shared", "best-effort"]] = Field(
+        default_factory=dict, description="isolation class per model (default shared)"
+    )
+    model_latency: dict[str, Literal["interactive", "batch"]] = Field(
+        default_factory=dict, description="latency class per model (default interactive)"
+    )
 
     @field_validator("modes")
     @classmethod

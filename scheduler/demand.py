@@ -28,6 +28,7 @@ def demand_profiles(
     gpu_types: Mapping[str, str],
     *,
     headroom: float,
+    mem_headroom: float = 0.05,
     isolation: Mapping[str, Isolation] | None = None,
     latency: Mapping[str, LatencyClass] | None = None,
     ref_type: str = REF_TYPE,
@@ -38,7 +39,7 @@ def demand_profiles(
     Details: per (model, ts) the SM use of its processes is summed in units of ``ref_type``
     (sm_util/100 x speed(type)/speed(ref)) and divided by the replicas seen at that ts; the
     ``quantile`` over time x (1 + headroom) is the compute need, capped at 1. Memory is the
-    peak per process x (1 + headroom). Replicas = the median count of processes per ts.
+    peak per process x (1 + mem_headroom). Replicas = the median count of processes per ts.
     Rows with unknown model or sm_util are ignored for compute (not for memory).
     """
     isolation = isolation or {}
@@ -62,7 +63,7 @@ def demand_profiles(
         out.append(
             Workload(
                 model=str(model),
-                mem_mib=round(mem * (1 + headroom), 1),
+                mem_mib=round(mem * (1 + mem_headroom), 1),
                 compute=round(min(1.0, max(0.01, compute * (1 + headroom))), 4),
                 replicas=replicas,
                 isolation=isolation.get(str(model), Isolation.shared),

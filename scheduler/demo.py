@@ -146,10 +146,12 @@ def start_demo_fleet(
     seed: int = 0,
     clock: Callable[[], datetime] | None = None,
     aps_scheduler: BaseScheduler | None = None,
+    record: bool = True,
 ) -> DemoFleet:
     """Build the demo fleet, place ``models``, record their allocations from ``clock()``.
 
-    With ``aps_scheduler`` the sampling job is added too. Prices come from the store's price
+    With ``aps_scheduler`` the sampling job is added too; ``record=False`` skips the
+    allocation rows. Prices come from the store's price
     table (or the default price book when it is empty). Raises: KeyError for an unknown model.
     """
     clock = clock or (lambda: datetime.now(UTC))
@@ -191,7 +193,8 @@ def start_demo_fleet(
         key = s.profile.split(".")[0]
         return device.get((g.uuid, key, s.mig_start))
 
-    record_allocations(engine, slots, start=now, plan_id="demo", device_uuid=device_uuid)
+    if record:
+        record_allocations(engine, slots, start=now, plan_id="demo", device_uuid=device_uuid)
     demo = DemoFleet(
         fleet,
         engine,

@@ -1,0 +1,281 @@
+"""Scheduler commands: `plan`, `apply` (Kubernetes), `sample` (one NVML round into the store).
+
+The fleet and demand come from the store (recent GPU samples, process samples, open
+allocations) or from a YAML spec (``--spec``)::
+
+    nodes:
+      - {name: gpu-node-a, gpu_type: A100-80GB, gpus: 2, pricing_class: on-demand}
+      - {name: gpu-node-b, gpu_type: H100-80GB, gpus: 2, mig: [[3g, 2g, 2g], null]}
+    workloads:
+      - {model: llama-3-8b, mem_mib: 20000, compute: 0.3, replicas: 2, isolation: shared}
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import pandas as pd
+import typer
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import select
+
+from billing.config import DEFAULT_PRICE_BOOK
+from billing.models import GpuSample, table_of
+from billing.pricebook import prices_at, read_price_book
+from costctl.context import AppContext, fail, get_ctx, now
+from costctl.settings import Settings
+from scheduler.demand import demand_profiles, load_process_frame
+from scheduler.jobs import current_slots, make_collectors, sample_once
+from scheduler.model import Isolation, LatencyClass, Snapshot, Workload
+from scheduler.planner import plan as make_plan
+from scheduler.policy import Policy
+from scheduler.simfleet import NodeSpec, build_fleet
+from scheduler.snapshot import fleet_gpus, gpus_from_samples, make_snapshot, price_map
+from scheduler.views import plan_to_dict
+
+
+class _NodeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    gpu_type: str
+    gpus: int = Field(default=1, ge=1, le=64)
+    pricing_class: str = "on-demand"
+    mig: list[list[str] | None] = Field(default_factory=list)
+
+
+class _WorkloadIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str
+    mem_mib: float = Field(ge=0)
+    compute: float = Field(gt=0, le=8)
+    replicas: int = Field(default=1, ge=0)
+    isolation: Isolation = Isolation.shared
+    latency: LatencyClass = LatencyClass.interactive
+    ref_type: str = "A100-80GB"
+    gpus: int = Field(default=1, ge=1)
+    gpu_types: list[str] = Field(default_factory=list)
+
+
+class _SpecIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    nodes: list[_NodeIn]
+    workloads: list[_WorkloadIn]
+
+
+def _prices(c: AppContext) -> dict[tuple[str, str], float]:
+    frame = prices_at(c.engine, now())
+    if frame.empty:
+        frame = read_price_book(DEFAULT_PRICE_BOOK)
+    return price_map(frame)
+
+
+def load_spec(path: Path) -> _SpecIn:
+    """Parse and validate a fleet + demand spec (exit 2 with the field on bad input)."""
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        fail(f"cannot read spec {path}: {exc}")
+    try:
+        return _SpecIn.model_validate(doc)
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        fail(f"spec {path}: {'.'.join(str(x) for x in e['loc'])}: {e['msg']}")
+
+
+def build_snapshot(c: AppContext, spec: Path | None) -> Snapshot:
+    """The planner's input from a spec file or from the store."""
+    prices = _prices(c)
+    current = current_slots(c.engine)
+    if spec is not None:
+        s = load_spec(spec)
+        try:
+            fleet = build_fleet(
+                [
+                    NodeSpec(
+                        n.name,
+                        n.gpu_type,
+                        n.gpus,
+                        n.pricing_class,
+                        tuple(None if m is None else tuple(m) for m in n.mig),
+                    )
+                    for n in s.nodes
+                ]
+            )
+            gpus = fleet_gpus(fleet, prices)
+        except (KeyError, ValueError) as exc:
+            fail(f"spec {spec}: {exc}")
+        workloads = [
+            Workload(
+                w.model,
+                w.mem_mib,
+                w.compute,
+                w.replicas,
+                w.isolation,
+                w.latency,
+                w.ref_type,
+                w.gpus,
+                tuple(w.gpu_types),
+            )
+            for w in s.workloads
+        ]
+        return make_snapshot(gpus, workloads, (), now())
+    cfg = c.settings.scheduler
+    t = table_of(GpuSample).c
+    with c.engine.connect() as conn:
+        samples = pd.read_sql(
+            select(
+                t.ts,
+                t.node,
+                t.gpu_uuid,
+                t.parent_uuid,
+                t.gpu_index,
+                t.gpu_type,
+                t.pricing_class,
+                t.mig_profile,
+            ).where(t.ts >= now() - timedelta(hours=1)),
+            conn,
+        )
+    gpus = gpus_from_samples(samples, prices)
+    if not gpus:
+        fail("no GPU samples in the last hour: run `costctl sample` / `costctl demo`, or --spec")
+    procs, types = load_process_frame(c.engine, now(), cfg.demand_window_h)
+    workloads = demand_profiles(
+        procs,
+        types,
+        headroom=cfg.headroom,
+        isolation={m: Isolation(v) for m, v in cfg.model_isolation.items()},
+        latency={m: LatencyClass(v) for m, v in cfg.model_latency.items()},
+    )
+    return make_snapshot(gpus, workloads, current, now())
+
+
+def _slot_label(s: dict[str, Any]) -> str:
+    if s["profile"]:
+        return str(s["profile"])
+    if s["thread_pct"]:
+        return f"{s['thread_pct']}%"
+    return f"{s['share']:.2f}"
+
+
+def _table(d: dict[str, Any]) -> str:
+    lines = [
+        f"plan: {d['gpus_used']} GPUs, ${d['usd_per_hour']:.2f}/h "
+        f"(lower bound {d['lower_bound']['gpus']} GPUs, ${d['lower_bound']['usd_per_hour']:.2f}/h)",
+        f"current: ${d['current_usd_per_hour']:.2f}/h  saving vs current: "
+        f"${d['saving_vs_current_usd_per_hour']:.2f}/h",
+        f"one model per GPU: {d['one_per_gpu']['gpus']} GPUs, "
+        f"${d['one_per_gpu']['usd_per_hour']:.2f}/h  saving: "
+        f"${d['saving_vs_one_per_gpu_usd_per_hour']:.2f}/h",
+        "",
+        f"{'node':<16} {'gpu':<14} {'type':<11} {'mode':<9} {'$/h':>7}  slots",
+    ]
+    for g in d["gpus"]:
+        slots = ", ".join(f"{s['model']}[{_slot_label(s)}]" for s in g["slots"])
+        lines.append(
+            f"{g['node']:<16} {g['gpu_uuid'][:14]:<14} {g['gpu_type']:<11} "
+            f"{g['mode']:<9} {g['usd_per_hour']:>7.2f}  {slots}"
+        )
+    for u in d["unplaced"]:
+        why = u["reasons"][0] if u["reasons"] else {}
+        lines.append(
+            f"UNPLACED {u['model']}#{u['replica']}: {why.get('resource')}: {why.get('reason')}"
+        )
+    moves = [m for m in d["moves"] if m["action"] != "keep"]
+    lines.append(
+        f"moves: {len(moves)} ({sum(m['action'] == 'add' for m in moves)} add, "
+        f"{sum(m['action'] == 'remove' for m in moves)} remove)"
+    )
+    return "\n".join(lines)
+
+
+APPLIER_FACTORY: Callable[[Settings], Any] | None = None
+
+
+def _applier(settings: Settings) -> Any:
+    if APPLIER_FACTORY is not None:
+        return APPLIER_FACTORY(settings)
+    from scheduler.kube import KubeApplier
+
+    return KubeApplier.from_settings(settings)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `plan`, `apply` and `sample`."""
+
+    @app.command("plan")
+    def plan_cmd(
+        ctx: typer.Context,
+        spec: Annotated[Path | None, typer.Option(help="fleet + demand YAML")] = None,
+        output: Annotated[
+            str, typer.Option("-o", "--output", help="table|json|yaml|k8s")
+        ] = "table",
+    ) -> None:
+        """Print the packing plan, its cost, and the savings vs current and one-per-GPU."""
+        if output not in ("table", "json", "yaml", "k8s"):
+            fail(f"--output must be table, json, yaml or k8s, not {output!r}")
+        c = get_ctx(ctx)
+        snap = build_snapshot(c, spec)
+        p = make_plan(snap, Policy.from_config(c.settings.scheduler))
+        d = plan_to_dict(p)
+        if output == "json":
+            typer.echo(json.dumps(d, indent=2))
+        elif output == "yaml":
+            typer.echo(yaml.safe_dump(d, sort_keys=False))
+        elif output == "k8s":
+            from scheduler.kube import render, to_dicts
+
+            ns = c.settings.scheduler.kube_namespace
+            objs = to_dicts(render(p, snap.gpus, namespace=ns).objects())
+            typer.echo(yaml.safe_dump_all(objs, sort_keys=False))
+        else:
+            typer.echo(_table(d))
+
+    @app.command("apply")
+    def apply_cmd(
+        ctx: typer.Context,
+        spec: Annotated[Path | None, typer.Option(help="fleet + demand YAML")] = None,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="print the diff only")] = False,
+    ) -> None:
+        """Apply the plan on Kubernetes (node labels, ConfigMaps, Deployments)."""
+        c = get_ctx(ctx)
+        snap = build_snapshot(c, spec)
+        p = make_plan(snap, Policy.from_config(c.settings.scheduler))
+        applier = _applier(c.settings)
+        result = applier.apply(p, snap.gpus, dry_run=dry_run)
+        for ch in result.changes:
+            typer.echo(f"{ch.kind}/{ch.name} {ch.field}: {ch.before!r} -> {ch.after!r}"[:300])
+        typer.echo(
+            f"{len(result.changes)} change(s); "
+            + ("dry run, nothing written" if dry_run else f"applied={result.applied}")
+        )
+        for e in result.errors:
+            typer.echo(f"error: {e}", err=True)
+        if result.errors:
+            raise typer.Exit(1)
+
+    @app.command("sample")
+    def sample_cmd(
+        ctx: typer.Context,
+        rounds: Annotated[int, typer.Option(min=1, max=1000)] = 1,
+    ) -> None:
+        """Run the NVML collector (simulated backend: the demo fleet) and store the samples."""
+        c = get_ctx(ctx)
+        cfg = c.settings.scheduler
+        if cfg.nvml_backend == "simulated":
+            from scheduler.demo import start_demo_fleet
+
+            demo = start_demo_fleet(c.engine, cfg, record=False)
+            collectors = demo.collectors
+        else:
+            collectors = make_collectors(cfg)
+        total = 0
+        for i in range(rounds):
+            if cfg.nvml_backend == "simulated":
+                demo.refresh_load(now())
+            total += sample_once(collectors, c.engine, now() + timedelta(microseconds=i)).inserted
+        typer.echo(f"{total} sample row(s) stored")
