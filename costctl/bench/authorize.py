@@ -255,7 +255,30 @@ async def _propagation(
 
 
 def _load_process(port: int, key: str, rps: float, seconds: float, conns: int, out: Any) -> None:
+    asyncio.run(_warmup(port, key, rps, conns))
     out.put(asyncio.run(_load(port, key, rps, seconds, conns)))
+
+
+async def _warmup(port: int, key: str, rps: float, conns: int, seconds: float = 2.0) -> None:
+    """Unrecorded traffic (another customer) so workers, pools and scripts are warm."""
+    pool = [await _connect(port) for _ in range(conns)]
+    total = int(rps * seconds)
+    nxt = 0
+    t0 = time.perf_counter()
+
+    async def worker(c: Conn) -> None:
+        nonlocal nxt
+        while nxt < total:
+            i = nxt
+            nxt += 1
+            delay = t0 + i / rps - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await c.post("/v1/authorize", _body(MODEL, "warmup"), key)
+
+    await asyncio.gather(*(worker(c) for c in pool))
+    for c in pool:
+        c.writer.close()
 
 
 def _free_port() -> int:
@@ -361,7 +384,15 @@ def run(
         spent = burn.spent_micros / 1e6
         reserved = burn.reserved_micros / 1e6
         costctl = str(Path(sys.executable).with_name("costctl"))
-        kill_cmd = [costctl, "kill", "model", KILL_MODEL, "--reason", "bench propagation"]
+        kill_cmd = [
+            costctl,
+            "kill",
+            "model",
+            KILL_MODEL,
+            "--reason",
+            "bench propagation",
+            "--no-scale",
+        ]
         prop = asyncio.run(_propagation(port, key, max(connections // 2, 8), kill_cmd, env))
         ks = [k for k in list_kill_switches(engine) if k.target == KILL_MODEL]
         committed = ks[0].created_at.timestamp() if ks else float("nan")
