@@ -20,12 +20,13 @@ from sqlalchemy.engine import Engine
 from billing.config import BillingConfig
 from billing.enforcement.burn import budget_burn
 from billing.enforcement.config import EnforcementConfig
-from billing.enforcement.domain import DIMS, Budget, period_bounds
+from billing.enforcement.domain import DIMS, Budget, Scope, period_bounds
 from billing.enforcement.models import MICROS
 from billing.enforcement.store import load_policy
 from billing.models import LedgerEntry, LedgerKind, table_of
 from dashboard import figures
 from dashboard.auth import Viewer
+from dashboard.queries import as_bucket, raw_time
 from dashboard.report import BUDGET_COLUMNS
 
 TITLE = "Budget burn-down (% of the hard limit; dashed = soft line)"
@@ -43,7 +44,7 @@ def burn_series(
 ) -> pd.DataFrame:
     """Cumulative spend of ``budget`` through its current period, hour by hour (pure).
 
-    ``usage``: hour, model, customer, request_type, input_tokens, output_tokens.
+    ``usage``: hour, model, input_tokens, output_tokens (and scope columns, if not filtered).
     Details: spend per row = in x in_price + out x out_price µUSD (USD/Mtok = µUSD/token);
     pct = cumulative / limit x 100 (USD limit if set, else tokens). Returns hour, spent_usd,
     tokens, pct; the first row is the period start at 0.
@@ -52,7 +53,7 @@ def burn_series(
     u = usage[(usage["hour"] >= pd.Timestamp(start)) & (usage["hour"] < pd.Timestamp(now))]
     for dim in DIMS:
         value = getattr(budget.scope, dim)
-        if value is not None:
+        if value is not None and dim in u.columns:  # read_usage filters in SQL already
             u = u[u[dim] == value]
     prices = {m: price(str(m)) for m in u["model"].unique()}
     micros = [
@@ -66,8 +67,9 @@ def burn_series(
     )
     head = pd.DataFrame({"micros": [0.0], "tokens": [0]}, index=[pd.Timestamp(start)])
     s = pd.concat([head, per_hour]).cumsum()
-    # a point at the end of each hour: the spend up to then
-    s.index = [s.index[0], *[h + pd.Timedelta(hours=1) for h in s.index[1:]]]
+    # a point at the end of each hour (or now, for the current hour): the spend up to then
+    end = pd.Timestamp(now)
+    s.index = [s.index[0], *[min(h + pd.Timedelta(hours=1), end) for h in s.index[1:]]]
     if budget.limit_micros:
         pct = s["micros"] / budget.limit_micros * 100
     elif budget.limit_tokens:
@@ -84,24 +86,26 @@ def burn_series(
     )
 
 
-def read_usage(engine: Engine, start: datetime, end: datetime) -> pd.DataFrame:
-    """Attributed tokens per hour x model x customer x request_type from the ledger."""
+def read_usage(engine: Engine, scope: Scope, start: datetime, end: datetime) -> pd.DataFrame:
+    """Attributed tokens per hour x model inside ``scope`` from the ledger (summed in SQL)."""
     t = table_of(LedgerEntry).c
     stmt = (
         select(
-            t.hour,
+            raw_time(t.hour),
             t.model,
-            t.customer,
-            t.request_type,
             func.sum(t.input_tokens).label("input_tokens"),
             func.sum(t.output_tokens).label("output_tokens"),
         )
         .where(t.kind == LedgerKind.attributed.value, t.hour >= start, t.hour < end)
-        .group_by(t.hour, t.model, t.customer, t.request_type)
+        .group_by(t.hour, t.model)
     )
+    for dim in DIMS:
+        value = getattr(scope, dim)
+        if value is not None:
+            stmt = stmt.where(t[dim] == value)
     with engine.connect() as conn:
         df = pd.read_sql(stmt, conn)
-    df["hour"] = pd.to_datetime(df["hour"], utc=True)
+    df["hour"] = as_bucket(df["hour"])
     return df
 
 
@@ -149,11 +153,12 @@ def make_budget_panel(
 
     def panel(now: datetime, viewer: Viewer) -> go.Figure:
         budgets = visible(load_policy(engine).budgets, viewer)
-        if not budgets:
-            return burn_figure({}, [])
-        start = min(period_bounds(b.period, now)[0] for b in budgets)
-        usage = read_usage(engine, start, now)
-        series = {b.name: burn_series(usage, b, price, now) for b in budgets}
+        series = {
+            b.name: burn_series(
+                read_usage(engine, b.scope, period_bounds(b.period, now)[0], now), b, price, now
+            )
+            for b in budgets
+        }
         return burn_figure(series, budgets)
 
     return panel

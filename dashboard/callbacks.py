@@ -21,7 +21,7 @@ from dashboard import figures
 from dashboard import transforms as tf
 from dashboard.auth import Viewer, current_viewer
 from dashboard.layout import FLEET_GRAPHS, GRAPHS, kpi_cards
-from dashboard.queries import DashData, load
+from dashboard.queries import Bucket, DashData, load
 
 # A panel fed by another package (budgets, packing plan, what-if): now, viewer -> figure.
 Panel = Callable[[datetime, Viewer], go.Figure]
@@ -104,7 +104,7 @@ def render(data: DashData, sel: Selection, viewer: Viewer) -> Rendered:
             figs[gid] = figures.empty(GRAPHS[gid], "fleet panels are not shown to a customer key")
     else:
         figs["g-utilization"] = figures.utilization(
-            tf.device_utilization(data.devices, data.allocations, data.window)
+            tf.device_utilization(data.devices, data.allocations)
         )
         figs["g-idle"] = figures.idle_cost(tf.idle_by_model(led))
     return Rendered(figs, tf.kpis(led), options, len(led))
@@ -143,7 +143,8 @@ def render_page(
 ) -> tuple[Rendered, Window]:
     """Read and render everything one refresh shows (the edge: DB reads + panels)."""
     window = resolve_window(sel.window, now)
-    data = load(engine, window, customer=viewer.customer)
+    bucket: Bucket = "hour" if tf.bucket_freq(window.hour_aligned()) == "h" else "day"
+    data = load(engine, window, customer=viewer.customer, bucket=bucket)
     out = render(data, sel, viewer)
     out.figures["g-budget"] = _panel(panels, "g-budget", panels.budget, now, viewer)
     out.figures["g-plan"] = _panel(panels, "g-plan", panels.plan, now, viewer)

@@ -13,7 +13,31 @@ import plotly.graph_objects as go
 
 from dashboard.transforms import IDLE_LABEL, OTHER, UNALLOCATED_LABEL
 
-TEMPLATE = "plotly_white"
+_GRID = {"gridcolor": "#EBF0F8", "linecolor": "#EBF0F8", "zerolinecolor": "#EBF0F8"}
+# plotly_white's look in a few keys: a named template is deep-copied into every figure, which
+# cost ~40 ms a figure (a third of a render); this small one costs a tenth of that.
+TEMPLATE: dict[str, object] = {
+    "layout": {
+        "colorway": [
+            "#636efa",
+            "#EF553B",
+            "#00cc96",
+            "#ab63fa",
+            "#FFA15A",
+            "#19d3f3",
+            "#FF6692",
+            "#B6E880",
+            "#FF97FF",
+            "#FECB52",
+        ],
+        "plot_bgcolor": "white",
+        "paper_bgcolor": "white",
+        "font": {"color": "#2a3f5f"},
+        "xaxis": {**_GRID, "automargin": True},
+        "yaxis": {**_GRID, "automargin": True},
+        "hovermode": "closest",
+    }
+}
 HEIGHT = 340
 FIXED_COLORS = {IDLE_LABEL: "#c7c7c7", UNALLOCATED_LABEL: "#8c8c8c", OTHER: "#dcb0f2"}
 
@@ -29,6 +53,14 @@ def _base(title: str, **layout: object) -> go.Figure:
     }
     fig.update_layout(**{**base, **layout})
     return fig
+
+
+def _x(buckets: pd.Series, n_buckets: int) -> pd.Series | list[str]:
+    """Bucket starts; as text labels when there is a single bucket (a lone date on a time
+    axis gets a sub-millisecond scale)."""
+    if n_buckets > 1:
+        return buckets
+    return [f"{pd.Timestamp(b):%Y-%m-%d %H:%M} UTC" for b in buckets]
 
 
 def empty(title: str, reason: str) -> go.Figure:
@@ -52,11 +84,12 @@ def cost_per_1k(df: pd.DataFrame) -> go.Figure:
     if df.empty:
         return empty(title, "no tokens in this window")
     fig = _base(title, yaxis={"title": "USD / 1k tokens", "rangemode": "tozero"})
-    palette = fig.layout.template.layout.colorway or ()
+    palette = fig.layout.template.layout.colorway or ()  # from TEMPLATE
+    n = df["bucket"].nunique()
     for i, (model, g) in enumerate(df.groupby("model", sort=True)):
         color = palette[i % len(palette)] if palette else None
         fig.add_scatter(
-            x=g["bucket"],
+            x=_x(g["bucket"], n),
             y=g["billed_per_1k"],
             name=str(model),
             mode="lines+markers",
@@ -64,7 +97,7 @@ def cost_per_1k(df: pd.DataFrame) -> go.Figure:
             legendgroup=str(model),
         )
         fig.add_scatter(
-            x=g["bucket"],
+            x=_x(g["bucket"], n),
             y=g["loaded_per_1k"],
             name=f"{model} incl. idle",
             mode="lines",
@@ -80,10 +113,11 @@ def cost_stack(df: pd.DataFrame, title: str) -> go.Figure:
     if df.empty:
         return empty(title, "no ledger rows in this window")
     fig = _base(title, barmode="stack", yaxis={"title": "USD"})
+    n = df["bucket"].nunique()
     for label in df["label"].drop_duplicates():
         g = df[df["label"] == label]
         fig.add_bar(
-            x=g["bucket"],
+            x=_x(g["bucket"], n),
             y=g["cost_usd"],
             name=str(label),
             marker={"color": FIXED_COLORS.get(str(label))},

@@ -107,7 +107,7 @@ def page(viewer: Viewer, *, default_window: str = "24h", refresh_s: float = 30.0
     hidden = {"display": "none"}
     graphs = [
         html.Div(
-            dcc.Graph(id=gid, config={"displaylogo": False}),
+            dcc.Graph(id=gid, config={"displaylogo": False, "displayModeBar": False}),
             style=hidden if viewer.is_tenant and gid in FLEET_GRAPHS else CARD,
             title=desc,
         )

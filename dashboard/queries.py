@@ -9,15 +9,16 @@ The pure transforms over these frames live in ``dashboard.transforms``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
-from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy import ColumnElement, String, func, or_, select, type_coerce
 from sqlalchemy.engine import Connection, Engine
 
 from billing.models import Allocation, GpuSample, LedgerEntry, LedgerHour, table_of
 from billing.windows import Window
 
+Bucket = Literal["hour", "day"]
 LEDGER_READ = [
     "hour",
     "model",
@@ -30,8 +31,7 @@ LEDGER_READ = [
     "requests",
     "cost_cents",
 ]
-DEVICE_HOURLY = [
-    "hour",
+DEVICE_READ = [
     "gpu_uuid",
     "parent_uuid",
     "gpu_type",
@@ -40,6 +40,9 @@ DEVICE_HOURLY = [
     "busy_s",
     "mem_used_mib",
     "mem_total_mib",
+    "first",
+    "last",
+    "interval_s",
 ]
 ALLOCATION_READ = [
     "model",
@@ -59,7 +62,7 @@ class DashData:
     """Everything one render needs, read in one connection.
 
     ledger: LEDGER_READ rows of the window (one customer only for a tenant);
-    hours: metered cents per hour (ledger_hour); devices: DEVICE_HOURLY (physical GPUs with
+    hours: metered cents per hour (ledger_hour); devices: DEVICE_READ (physical GPUs with
     parent_uuid None, MIG instances with their parent); allocations: ALLOCATION_READ rows
     overlapping the window. Tenant reads leave devices and allocations empty.
     """
@@ -79,20 +82,60 @@ def _utc(df: pd.DataFrame, *cols: str) -> pd.DataFrame:
 
 
 def hour_expr(conn: Connection, column: Any) -> ColumnElement[Any]:
-    """``column`` truncated to the hour, in the dialect of ``conn``."""
+    """``column`` truncated to the hour, in the dialect of ``conn``.
+
+    Details: SQLite stores UTC text ``YYYY-MM-DD HH:MM:SS.ffffff``, so the hour is its first 13
+    characters (3x faster than strftime); ``as_bucket`` turns either form into timestamps.
+    """
     if conn.dialect.name == "sqlite":
-        return func.strftime("%Y-%m-%d %H:00:00", column)
+        return func.substr(column, 1, 13)
     return func.date_trunc("hour", column)
 
 
-def read_ledger(conn: Connection, window: Window, customer: str | None = None) -> pd.DataFrame:
-    """Ledger rows whose hour starts in ``window`` (only ``customer``'s when given)."""
+def raw_time(column: Any) -> Any:
+    """``column`` without SQLAlchemy's per-row datetime parsing (pandas parses it in bulk)."""
+    return type_coerce(column, String).label(getattr(column, "name", None) or "t")
+
+
+def bucket_expr(conn: Connection, column: Any, bucket: Bucket) -> ColumnElement[Any]:
+    """``column`` truncated to the hour or the day, in the dialect of ``conn``."""
+    if bucket == "hour":
+        return hour_expr(conn, column)
+    if conn.dialect.name == "sqlite":
+        return func.substr(column, 1, 10)
+    return func.date_trunc("day", column)
+
+
+def as_bucket(values: pd.Series) -> pd.Series:
+    """UTC bucket starts from datetimes or SQLite text (``YYYY-MM-DD[ HH...]``)."""
+    if values.dtype == object and len(values) and isinstance(values.iloc[0], str):
+        width = min(13, int(values.str.len().min()))
+        fmt = "%Y-%m-%d %H" if width == 13 else "%Y-%m-%d"
+        return pd.to_datetime(values.str.slice(0, width), format=fmt, utc=True)
+    return pd.to_datetime(values, utc=True)
+
+
+def read_ledger(
+    conn: Connection, window: Window, customer: str | None = None, bucket: Bucket = "hour"
+) -> pd.DataFrame:
+    """Ledger rows whose hour starts in ``window`` (only ``customer``'s when given).
+
+    With ``bucket="day"`` the rows are summed per day in SQL (same columns, ``hour`` = the
+    day's start): 24x fewer rows for long windows, and every total is unchanged.
+    """
     t = table_of(LedgerEntry).c
-    stmt = select(*[t[c] for c in LEDGER_READ]).where(t.hour >= window.start, t.hour < window.end)
+    keys = [t.model, t.customer, t.request_type, t.kind]
+    if bucket == "hour":
+        stmt = select(raw_time(t.hour), *keys, *[t[c] for c in LEDGER_READ[5:]])
+    else:
+        day = bucket_expr(conn, t.hour, bucket).label("hour")
+        sums = [func.sum(t[c]).label(c) for c in LEDGER_READ[5:]]
+        stmt = select(day, *keys, *sums).group_by(day, *keys)
+    stmt = stmt.where(t.hour >= window.start, t.hour < window.end)
     if customer is not None:
         stmt = stmt.where(t.customer == customer)
     df = pd.read_sql(stmt, conn)
-    df = _utc(df, "hour")
+    df["hour"] = as_bucket(df["hour"])
     for c in ("input_tokens", "output_tokens", "requests", "cost_cents"):
         df[c] = df[c].astype("int64")
     df["gpu_seconds"] = df["gpu_seconds"].astype(float)
@@ -111,16 +154,16 @@ def read_hours(conn: Connection, window: Window) -> pd.DataFrame:
 
 
 def read_devices(conn: Connection, window: Window) -> pd.DataFrame:
-    """GPU and MIG-instance samples summed per hour x device in SQL (DEVICE_HOURLY).
+    """GPU and MIG-instance samples summed per device over ``window`` in SQL (DEVICE_READ).
 
     Details: sample_s = Σ interval_s; busy_s = Σ sm_util/100 x interval_s (a sample without
-    sm_util counts as not busy); memory columns are the hour's maximum.
+    sm_util counts as not busy); first/last = the device's first and last sample time,
+    interval_s = its longest sampling interval. One group per device: a 30-day window of a
+    sampled fleet is one scan, not a sort by hour.
     """
     s = table_of(GpuSample).c
-    hour = hour_expr(conn, s.ts).label("hour")
     stmt = (
         select(
-            hour,
             s.gpu_uuid,
             func.max(s.parent_uuid).label("parent_uuid"),
             func.max(s.gpu_type).label("gpu_type"),
@@ -129,12 +172,17 @@ def read_devices(conn: Connection, window: Window) -> pd.DataFrame:
             func.sum(func.coalesce(s.sm_util, 0.0) * s.interval_s / 100.0).label("busy_s"),
             func.max(s.mem_used_mib).label("mem_used_mib"),
             func.max(s.mem_total_mib).label("mem_total_mib"),
+            raw_time(func.min(s.ts)).label("first"),
+            raw_time(func.max(s.ts)).label("last"),
+            func.max(s.interval_s).label("interval_s"),
         )
         .where(s.ts >= window.start, s.ts < window.end)
-        .group_by(hour, s.gpu_uuid)
+        .group_by(s.gpu_uuid)
     )
-    df = _utc(pd.read_sql(stmt, conn), "hour")
-    for c in ("sample_s", "busy_s", "mem_used_mib", "mem_total_mib"):
+    df = pd.read_sql(stmt, conn)
+    for c in ("first", "last"):
+        df[c] = pd.to_datetime(df[c], utc=True, format="ISO8601")
+    for c in ("sample_s", "busy_s", "mem_used_mib", "mem_total_mib", "interval_s"):
         df[c] = df[c].astype(float)
     return df
 
@@ -150,14 +198,17 @@ def read_allocations(conn: Connection, window: Window) -> pd.DataFrame:
     return df
 
 
-def load(engine: Engine, window: Window, *, customer: str | None = None) -> DashData:
+def load(
+    engine: Engine, window: Window, *, customer: str | None = None, bucket: Bucket = "hour"
+) -> DashData:
     """Read one render's frames: the window is widened to whole hours (ledger granularity).
 
     A tenant (``customer`` given) gets only its ledger rows; fleet frames stay empty.
+    ``bucket="day"`` sums the ledger per day in SQL (for windows drawn by day).
     """
     w = window.hour_aligned()
     with engine.connect() as conn:
-        ledger = read_ledger(conn, w, customer)
+        ledger = read_ledger(conn, w, customer, bucket)
         if customer is not None:
             empty = pd.DataFrame()
             return DashData(w, ledger, read_hours(conn, w).iloc[0:0], empty, empty, customer)

@@ -179,68 +179,61 @@ def idle_by_model(ledger: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _alloc_hourly(allocations: pd.DataFrame, hours: pd.Series, window: Window) -> pd.DataFrame:
-    """Seconds each allocation overlaps each hour of ``hours`` (cross join: few x few)."""
-    w_start, w_end = pd.Timestamp(window.start), pd.Timestamp(window.end)
-    end = pd.to_datetime(allocations["end"], utc=True).fillna(w_end)
-    start = pd.to_datetime(allocations["start"], utc=True)
-    a = allocations.assign(
-        end=end.where(end < w_end, w_end), start=start.where(start > w_start, w_start), _k=1
+def _overlap_s(allocations: pd.DataFrame, devices: pd.DataFrame, key: str) -> pd.Series:
+    """Per device: Σ (weight x seconds) of the allocations naming it (via ``key``) that overlap
+    the device's sampled span [first, last + interval_s). Weight = ``_w`` column."""
+    x = allocations.merge(
+        devices[["gpu_uuid", "first", "last", "interval_s"]],
+        left_on=key,
+        right_on="gpu_uuid",
+        suffixes=("_a", ""),
     )
-    h = pd.DataFrame({"hour": hours.drop_duplicates().to_numpy(), "_k": 1})
-    x = a.merge(h, on="_k").drop(columns="_k")
-    lo = np.maximum(x["start"].to_numpy(), x["hour"].to_numpy())
-    hi = np.minimum(x["end"].to_numpy(), (x["hour"] + pd.Timedelta(hours=1)).to_numpy())
-    x["overlap_s"] = np.clip((hi - lo) / np.timedelta64(1, "s"), 0, None)
-    return x[x["overlap_s"] > 0]
+    if x.empty:
+        return pd.Series(dtype=float)
+    span_end = x["last"] + pd.to_timedelta(x["interval_s"], unit="s")
+    end = pd.to_datetime(x["end"], utc=True).fillna(span_end)
+    start = pd.to_datetime(x["start"], utc=True)
+    lo = np.maximum(start.to_numpy(), x["first"].to_numpy())
+    hi = np.minimum(end.to_numpy(), span_end.to_numpy())
+    seconds = np.clip((hi - lo) / np.timedelta64(1, "s"), 0, None)
+    held: pd.Series = (x["_w"] * seconds).groupby(x["gpu_uuid"]).sum()
+    return held
 
 
-def device_utilization(
-    devices: pd.DataFrame, allocations: pd.DataFrame, window: Window
-) -> pd.DataFrame:
+def device_utilization(devices: pd.DataFrame, allocations: pd.DataFrame) -> pd.DataFrame:
     """Per GPU and MIG instance over the window: used SM % vs allocated %.
 
-    Details: used = Σ busy_s / Σ sample_s. Allocated, per sampled hour and capped at that
-    hour's sampled seconds: on a physical GPU Σ fraction x overlap of every allocation on it;
-    on a MIG instance Σ overlap of the allocations naming that device (a slice held is 100 %
-    of the slice). Returns device, parent, gpu_type, profile, models, used_pct,
-    allocated_pct, sample_s; physical GPUs first, each followed by its slices.
+    Details: used = busy_s / sample_s. Allocated = held seconds / sample_s, capped at 100 %,
+    where held seconds count each allocation's overlap with the device's sampled span: on a
+    physical GPU weighted by its fraction (every allocation on that GPU, slices included); on
+    a MIG instance unweighted (a slice held is 100 % of the slice). Returns device, parent,
+    gpu_type, profile, models, used_pct, allocated_pct, sample_s; each physical GPU followed
+    by its slices.
     """
     cols = ["device", "parent", "gpu_type", "profile", "models", "used_pct", "allocated_pct"]
     if devices.empty:
         return pd.DataFrame(columns=[*cols, "sample_s"])
-    dev = devices.copy()
-    dev["alloc_s"] = 0.0
+    g = devices.rename(
+        columns={"gpu_uuid": "device", "parent_uuid": "parent", "mig_profile": "profile"}
+    ).copy()
+    held = pd.Series(0.0, index=g["device"].to_numpy())
     models: dict[str, str] = {}
     if not allocations.empty:
-        x = _alloc_hourly(allocations, dev["hour"], window)
-        weighted = x.assign(alloc_s=x["fraction"] * x["overlap_s"])
-        whole = weighted.groupby(["hour", "gpu_uuid"])["alloc_s"].sum()
-        mig = x[x["device_uuid"].notna() & (x["device_uuid"] != x["gpu_uuid"])]
-        by_slice = mig.groupby(["hour", "device_uuid"])["overlap_s"].sum()
-        phys = dev["parent_uuid"].isna()
-        key = pd.MultiIndex.from_arrays([dev["hour"], dev["gpu_uuid"]])
-        dev["alloc_s"] = np.where(
-            phys, whole.reindex(key).fillna(0.0).to_numpy(), by_slice.reindex(key).fillna(0.0)
-        )
+        phys = devices[devices["parent_uuid"].isna()]
+        mig = devices[devices["parent_uuid"].notna()]
+        whole = _overlap_s(allocations.assign(_w=allocations["fraction"]), phys, "gpu_uuid")
+        on_mig = allocations[allocations["device_uuid"].notna()]
+        slices = _overlap_s(on_mig.assign(_w=1.0), mig, "device_uuid")
+        held = held.add(whole, fill_value=0.0).add(slices, fill_value=0.0)
         for device, group in [
             *allocations.groupby("gpu_uuid")["model"],
-            *allocations[allocations["device_uuid"].notna()].groupby("device_uuid")["model"],
+            *on_mig.groupby("device_uuid")["model"],
         ]:
             models[str(device)] = ", ".join(sorted(set(map(str, group))))
-    dev["alloc_s"] = np.minimum(dev["alloc_s"], dev["sample_s"])
-    g = dev.groupby("gpu_uuid", sort=False).agg(
-        parent=("parent_uuid", "max"),
-        gpu_type=("gpu_type", "max"),
-        profile=("mig_profile", "max"),
-        sample_s=("sample_s", "sum"),
-        busy_s=("busy_s", "sum"),
-        alloc_s=("alloc_s", "sum"),
-    )
-    g = g.reset_index().rename(columns={"gpu_uuid": "device"})
+    alloc_s = held.reindex(g["device"].to_numpy()).fillna(0.0).to_numpy()
     g["used_pct"] = (g["busy_s"] / g["sample_s"] * 100).clip(0, 100)
-    g["allocated_pct"] = (g["alloc_s"] / g["sample_s"] * 100).clip(0, 100)
+    g["allocated_pct"] = np.clip(alloc_s / g["sample_s"].to_numpy() * 100, 0, 100)
     g["models"] = [models.get(str(d), "") for d in g["device"]]
     g["_root"] = g["parent"].fillna(g["device"])
-    g = g.sort_values(["_root", "parent"], na_position="first", kind="stable")
+    g = g.sort_values(["_root", "parent", "device"], na_position="first", kind="stable")
     return g[[*cols, "sample_s"]].reset_index(drop=True)

@@ -2,6 +2,7 @@
 
 from datetime import timedelta
 
+import pandas as pd
 import pytest
 from sqlalchemy.engine import Engine
 
@@ -41,6 +42,16 @@ def test_load_reads_ledger_devices_allocations(built: Engine) -> None:
     # every device sampled every 30 s for 3 h: 3 rows of 3600 s each
     assert d.devices.groupby("gpu_uuid")["sample_s"].sum().tolist() == [10800.0] * 6
     assert len(d.allocations) == 4
+
+
+def test_day_buckets_keep_every_total(built: Engine) -> None:
+    hourly = load(built, WHOLE).ledger
+    daily = load(built, WHOLE, bucket="day").ledger
+    assert len(daily) < len(hourly)
+    assert set(daily["hour"]) == {pd.Timestamp(T0)}
+    for c in ("cost_cents", "requests", "input_tokens", "output_tokens"):
+        assert daily[c].sum() == hourly[c].sum()
+    assert daily["gpu_seconds"].sum() == pytest.approx(hourly["gpu_seconds"].sum())
 
 
 def test_tenant_load_is_scoped(built: Engine) -> None:

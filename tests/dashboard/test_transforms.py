@@ -125,18 +125,20 @@ def test_idle_by_model() -> None:
 
 
 def test_device_utilization_gpu_and_mig_slices() -> None:
-    w = Window(T0, T0 + 2 * H)
+    first, last = pd.Timestamp(T0), pd.Timestamp(T0 + 2 * H) - pd.Timedelta(seconds=60)
     devices = pd.DataFrame(
         {
-            "hour": [pd.Timestamp(T0)] * 3 + [pd.Timestamp(T0 + H)] * 3,
-            "gpu_uuid": ["g0", "g0/mig3", "g1"] * 2,
-            "parent_uuid": [None, "g0", None] * 2,
-            "gpu_type": ["A100-80GB"] * 6,
-            "mig_profile": [None, "3g.40gb", None] * 2,
-            "sample_s": [3600.0] * 6,
-            "busy_s": [720.0, 700.0, 1800.0, 720.0, 700.0, 0.0],
-            "mem_used_mib": [1.0] * 6,
-            "mem_total_mib": [2.0] * 6,
+            "gpu_uuid": ["g0", "g0/mig3", "g1"],
+            "parent_uuid": [None, "g0", None],
+            "gpu_type": ["A100-80GB"] * 3,
+            "mig_profile": [None, "3g.40gb", None],
+            "sample_s": [7200.0] * 3,  # sampled every 60 s for 2 h
+            "busy_s": [1440.0, 1400.0, 1800.0],
+            "mem_used_mib": [1.0] * 3,
+            "mem_total_mib": [2.0] * 3,
+            "first": [first] * 3,
+            "last": [last] * 3,
+            "interval_s": [60.0] * 3,
         }
     )
     allocs = pd.DataFrame(
@@ -148,24 +150,27 @@ def test_device_utilization_gpu_and_mig_slices() -> None:
             "mode": ["mig", "gpu"],
             "profile": ["3g.40gb", None],
             "fraction": [3 / 7, 1.0],
-            "start": [pd.Timestamp(T0), pd.Timestamp(T0 + H / 2)],
+            "start": [pd.Timestamp(T0 - H), pd.Timestamp(T0 + H / 2)],
             "end": [pd.NaT, pd.NaT],
         }
     )
-    u = tf.device_utilization(devices, allocs, w).set_index("device")
+    u = tf.device_utilization(devices, allocs).set_index("device")
     assert u.index.tolist() == ["g0", "g0/mig3", "g1"]  # each GPU followed by its slices
-    # g0: 3/7 of the GPU held for both hours -> 42.86 % allocated; 1440 / 7200 s busy = 20 %
+    # g0: 3/7 of the GPU held over the whole sampled span -> 42.86 %; 1440 / 7200 s = 20 %
     assert u.loc["g0", "allocated_pct"] == pytest.approx(300 / 7)
     assert u.loc["g0", "used_pct"] == pytest.approx(20.0)
     assert u.loc["g0/mig3", "allocated_pct"] == pytest.approx(100.0)
     assert u.loc["g0/mig3", "models"] == "llama"
-    # g1: held from 00:30 -> 1800 + 3600 of 7200 s = 75 %; busy 1800 / 7200 = 25 %
+    # g1: held from 00:30 -> 5400 of 7200 s = 75 %; busy 1800 / 7200 s = 25 %
     assert u.loc["g1", "allocated_pct"] == pytest.approx(75.0)
     assert u.loc["g1", "used_pct"] == pytest.approx(25.0)
-    empty = tf.device_utilization(devices.iloc[0:0], allocs, w)
-    assert empty.empty
-    none_alloc = tf.device_utilization(devices, allocs.iloc[0:0], w)
+    assert tf.device_utilization(devices.iloc[0:0], allocs).empty
+    none_alloc = tf.device_utilization(devices, allocs.iloc[0:0])
     assert none_alloc["allocated_pct"].tolist() == [0.0, 0.0, 0.0]
+    ended = allocs.assign(end=[pd.Timestamp(T0 + H), pd.NaT])  # llama released at 01:00
+    assert tf.device_utilization(devices, ended).set_index("device").loc[
+        "g0/mig3", "allocated_pct"
+    ] == pytest.approx(50.0)
 
 
 def test_bucket_freq() -> None:
