@@ -8,6 +8,7 @@ wins. Then an improvement pass tries to empty the emptiest GPUs into the others.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -139,7 +140,7 @@ class _Packer:
             key=lambda n: (sum(gpus[p].snap.usd_per_hour for p in n[2]), n[1]),
         )
         for p in picked:
-            mem = self.state.gpus[p].mem_capacity
+            mem = float(math.ceil(w.mem_mib / w.gpus))
             self.state.add(p, w, replica, Request(Mode.gpu, 1000, mem, 1.0))
         return None
 

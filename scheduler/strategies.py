@@ -48,7 +48,7 @@ class WholeGpu:
         strict_no_mig = w.isolation is Isolation.strict and t.mig_family is None
         if not (_needs_whole(w, type_name) or strict_no_mig or _mig_profile(w, type_name) == "7g"):
             return None
-        return Request(Mode.gpu, FULL, float(t.memory_mib), 1.0)
+        return Request(Mode.gpu, FULL, float(math.ceil(w.mem_mib / w.gpus)), 1.0)
 
 
 def _mig_profile(w: Workload, type_name: str) -> str | None:
