@@ -54,7 +54,7 @@ def pod_workloads(pods: pd.DataFrame) -> tuple[list[Workload], list[Workload], i
     gpu = pods[pods["num_gpu"] > 0]
     per_pod: list[Workload] = []
     for num_gpu, milli, spec, qos in zip(
-        gpu["num_gpu"], gpu["gpu_milli"], gpu["gpu_spec"].fillna(""), gpu["qos"], strict=True
+        gpu["num_gpu"], gpu["gpu_milli"], gpu["gpu_spec"].astype(object).fillna(""), gpu["qos"], strict=True
     ):
         if qos not in QOS:
             raise ValueError(f"unknown qos {qos!r}")
