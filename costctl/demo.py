@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.engine import Engine
 
 from billing.apikeys import create_key
@@ -28,6 +29,7 @@ from billing.pricebook import read_price_book, store_prices
 from billing.replay import load_events, run_replay
 from billing.schemas import IngestResult, UsageEventIn
 from costctl.settings import Settings
+from scheduler.demo import start_demo_fleet
 
 log = logging.getLogger(__name__)
 DEMO_CUSTOMER = "acme"
@@ -82,6 +84,14 @@ def prepare(engine: Engine, settings: Settings, now: datetime) -> DemoKeys:
             engine, name="demo-acme", role=ApiRole.read, customer=DEMO_CUSTOMER, now=now
         ),
     )
+
+
+def fleet_hook(
+    aps: BackgroundScheduler, engine: Engine, settings: Settings, clock: Callable[[], datetime]
+) -> None:
+    """Start scheduler's simulated demo fleet (2 nodes, 4 GPUs, the replay's models), record
+    its allocations and add its sampling job (load follows the replayed usage)."""
+    start_demo_fleet(engine, settings.scheduler, clock=clock, aps_scheduler=aps)
 
 
 class _Stopped(Exception):

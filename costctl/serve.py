@@ -41,6 +41,7 @@ from costctl.settings import Settings
 from dashboard.app import create_dash_app
 from dashboard.budgets import make_budget_panel
 from dashboard.callbacks import Panels
+from dashboard.fleet import panels_for
 from dashboard.jobs import add_weekly_export_job
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,12 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def default_panels(engine: Engine, settings: Settings) -> Panels:
+    """Budget burn-down (enforcement), packing plan and what-if (scheduler) over the store."""
+    plan, whatif = panels_for(engine, settings.scheduler)
+    return Panels(budget=make_budget_panel(engine, settings.billing), plan=plan, whatif=whatif)
+
+
 class Stack:
     """API + jobs + dashboard of one process. ``start`` then ``stop`` (idempotent)."""
 
@@ -150,7 +157,7 @@ class Stack:
             engine,
             clock=clock,
             require_auth=config.require_auth,
-            panels=panels or Panels(budget=make_budget_panel(engine, config)),
+            panels=panels or default_panels(engine, settings),
             refresh_s=refresh_s,
             default_window=default_window,
         )

@@ -7,6 +7,7 @@ session's viewer at the edge.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,6 +23,8 @@ from dashboard import transforms as tf
 from dashboard.auth import Viewer, current_viewer
 from dashboard.layout import FLEET_GRAPHS, GRAPHS, kpi_cards
 from dashboard.queries import Bucket, DashData, load
+
+log = logging.getLogger(__name__)
 
 # A panel fed by another package (budgets, packing plan, what-if): now, viewer -> figure.
 Panel = Callable[[datetime, Viewer], go.Figure]
@@ -112,7 +115,7 @@ def render(data: DashData, sel: Selection, viewer: Viewer) -> Rendered:
 
 def kpi_items(k: tf.Kpis, viewer: Viewer) -> list[tuple[str, str]]:
     """Formatted headline figures (a tenant sees only what it is billed)."""
-    per_1k = "–" if k.usd_per_1k_tokens is None else f"${k.usd_per_1k_tokens:,.4f}"
+    per_1k = "–" if k.usd_per_1k_tokens is None else f"${k.usd_per_1k_tokens:.4g}"
     items = [
         ("billed cost", f"${k.attributed_usd:,.2f}"),
         ("cost per 1k tokens", per_1k),
@@ -135,7 +138,11 @@ def _panel(panels: Panels, gid: str, panel: Panel | None, now: datetime, v: View
         return figures.empty(GRAPHS[gid], "fleet panels are not shown to a customer key")
     if panel is None:
         return figures.empty(GRAPHS[gid], panels.missing[gid])
-    return panel(now, v)
+    try:
+        return panel(now, v)
+    except Exception as exc:  # one failing panel must not blank the page; logged with trace
+        log.exception("dashboard panel %s failed", gid)
+        return figures.empty(GRAPHS[gid], f"this panel failed ({type(exc).__name__}); see the log")
 
 
 def render_page(

@@ -55,6 +55,11 @@ def _base(title: str, **layout: object) -> go.Figure:
     return fig
 
 
+def layout_only(title: str, **layout: object) -> go.Figure:
+    """An empty figure with the house layout (other panels add their traces)."""
+    return _base(title, **layout)
+
+
 def _x(buckets: pd.Series, n_buckets: int) -> pd.Series | list[str]:
     """Bucket starts; as text labels when there is a single bucket (a lone date on a time
     axis gets a sub-millisecond scale)."""
@@ -131,7 +136,7 @@ def utilization(df: pd.DataFrame) -> go.Figure:
     if df.empty:
         return empty(title, "no GPU samples in this window")
     names = [
-        f"{'  └ ' + str(p) if isinstance(p, str) and p else str(d)[:18]}"
+        f"{'  └ ' + str(p) + ' ' + str(d)[-4:] if isinstance(p, str) and p else str(d)[:18]}"
         f" {t}{' · ' + m if m else ''}"
         for d, p, t, m in zip(
             df["device"], df["profile"], df["gpu_type"], df["models"], strict=True

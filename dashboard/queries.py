@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import pandas as pd
-from sqlalchemy import ColumnElement, String, func, or_, select, type_coerce
+from sqlalchemy import ColumnElement, String, func, or_, select, tuple_, type_coerce
 from sqlalchemy.engine import Connection, Engine
 
 from billing.models import Allocation, GpuSample, LedgerEntry, LedgerHour, table_of
@@ -38,8 +38,6 @@ DEVICE_READ = [
     "mig_profile",
     "sample_s",
     "busy_s",
-    "mem_used_mib",
-    "mem_total_mib",
     "first",
     "last",
     "interval_s",
@@ -158,20 +156,16 @@ def read_devices(conn: Connection, window: Window) -> pd.DataFrame:
 
     Details: sample_s = Σ interval_s; busy_s = Σ sm_util/100 x interval_s (a sample without
     sm_util counts as not busy); first/last = the device's first and last sample time,
-    interval_s = its longest sampling interval. One group per device: a 30-day window of a
-    sampled fleet is one scan, not a sort by hour.
+    interval_s = its longest sampling interval. One lean scan grouped per device (a 30-day
+    window of a sampled fleet is the costliest read of a render); parent, type and MIG
+    profile come from each device's last sample, looked up by the (gpu_uuid, ts) key.
     """
     s = table_of(GpuSample).c
     stmt = (
         select(
             s.gpu_uuid,
-            func.max(s.parent_uuid).label("parent_uuid"),
-            func.max(s.gpu_type).label("gpu_type"),
-            func.max(s.mig_profile).label("mig_profile"),
             func.sum(s.interval_s).label("sample_s"),
             func.sum(func.coalesce(s.sm_util, 0.0) * s.interval_s / 100.0).label("busy_s"),
-            func.max(s.mem_used_mib).label("mem_used_mib"),
-            func.max(s.mem_total_mib).label("mem_total_mib"),
             raw_time(func.min(s.ts)).label("first"),
             raw_time(func.max(s.ts)).label("last"),
             func.max(s.interval_s).label("interval_s"),
@@ -180,11 +174,21 @@ def read_devices(conn: Connection, window: Window) -> pd.DataFrame:
         .group_by(s.gpu_uuid)
     )
     df = pd.read_sql(stmt, conn)
+    meta = pd.DataFrame(columns=["gpu_uuid", "parent_uuid", "gpu_type", "mig_profile"])
+    if not df.empty:
+        last = [(u, t) for u, t in zip(df["gpu_uuid"], df["last"], strict=True)]
+        meta = pd.read_sql(
+            select(s.gpu_uuid, s.parent_uuid, s.gpu_type, s.mig_profile).where(
+                tuple_(s.gpu_uuid, raw_time(s.ts)).in_(last)
+            ),
+            conn,
+        ).drop_duplicates("gpu_uuid")
+    df = df.merge(meta, on="gpu_uuid", how="left")
     for c in ("first", "last"):
         df[c] = pd.to_datetime(df[c], utc=True, format="ISO8601")
-    for c in ("sample_s", "busy_s", "mem_used_mib", "mem_total_mib", "interval_s"):
+    for c in ("sample_s", "busy_s", "interval_s"):
         df[c] = df[c].astype(float)
-    return df
+    return df[DEVICE_READ]
 
 
 def read_allocations(conn: Connection, window: Window) -> pd.DataFrame:

@@ -191,7 +191,8 @@ def _overlap_s(allocations: pd.DataFrame, devices: pd.DataFrame, key: str) -> pd
     if x.empty:
         return pd.Series(dtype=float)
     span_end = x["last"] + pd.to_timedelta(x["interval_s"], unit="s")
-    end = pd.to_datetime(x["end"], utc=True).fillna(span_end)
+    end = pd.to_datetime(x["end"], utc=True)
+    end = end.where(end.notna(), span_end)
     start = pd.to_datetime(x["start"], utc=True)
     lo = np.maximum(start.to_numpy(), x["first"].to_numpy())
     hi = np.minimum(end.to_numpy(), span_end.to_numpy())

@@ -1,0 +1,170 @@
+"""A real headless Chromium loads the running demo dashboard, checks that every chart has
+data (admin), that a customer key sees only its customer, and saves screenshots to
+artifacts/ (gitignored)."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+
+from billing.db import init_db, make_engine
+from billing.models import LedgerEntry, table_of
+from costctl.demo import DemoKeys, Replayer, demo_settings, fleet_hook, prepare
+from costctl.serve import Stack
+from costctl.settings import Settings
+from dashboard.layout import GRAPHS
+from tests.conftest import REQUIRE
+from tests.dashboard.ledger import CONV
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+# For every graph: points plotted over its traces (plotly's computed _length, which also
+# counts base64-encoded arrays), or -1 before the graph has rendered.
+POINTS_JS = """
+return arguments[0].map(function (id) {
+  var el = document.querySelector('#' + id + ' .js-plotly-plot');
+  if (!el || !el._fullData) { return -1; }
+  return el._fullData.reduce(function (n, t) { return n + (t._length || 0); }, 0);
+});
+"""
+
+
+def need_browser() -> None:
+    problem = None
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+        problem = (
+            f"headless Chromium needs {CHROMIUM} and {CHROMEDRIVER} (apt: chromium chromium-driver)"
+        )
+    if problem and REQUIRE:
+        pytest.fail(f"{problem} (COSTCTL_REQUIRE_SERVICES=1)")
+    if problem:
+        pytest.skip(problem)
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Iterator[tuple[Stack, DemoKeys, Engine]]:
+    """The demo stack in-process on a fresh SQLite file, replaying until ledger rows exist."""
+    need_browser()
+    if not CONV.exists():
+        pytest.skip(f"shared data missing: {CONV}")
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    settings = demo_settings(Settings(), url, 0, 0)
+    engine = make_engine(url)
+    init_db(engine)
+    keys = prepare(engine, settings, datetime.now(UTC))
+    stack = Stack(
+        settings,
+        engine,
+        clock=lambda: datetime.now(UTC),
+        job_hooks=(fleet_hook,),
+        refresh_s=5.0,
+        default_window="1h",
+    )
+    stack.start()
+    replay = Replayer(
+        stack.api_url, keys.ingest, CONV, speed=120, seed=7, clock=lambda: datetime.now(UTC)
+    )
+    replay.start()
+    try:
+        deadline = time.monotonic() + 60
+        rows = 0
+        while time.monotonic() < deadline and rows == 0:
+            time.sleep(1)
+            with engine.connect() as c:
+                rows = c.execute(
+                    select(func.count()).select_from(table_of(LedgerEntry))
+                ).scalar_one()
+        assert rows > 0, f"no ledger rows after 60 s (replay error: {replay.error})"
+        yield stack, keys, engine
+    finally:
+        replay.stop()
+        stack.stop()
+
+
+def chrome(tmp_path: Path) -> Any:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,2600",
+        f"--user-data-dir={tmp_path / 'chrome-profile'}",
+    ):
+        opts.add_argument(flag)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+
+
+def sign_in(driver: Any, base: str, key: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.delete_all_cookies()
+    driver.get(base + "/")
+    assert driver.current_url.endswith("/login")
+    driver.find_element(By.ID, "key").send_keys(key)
+    driver.find_element(By.ID, "login").click()
+
+
+def wait_points(driver: Any, ids: list[str], timeout: float = 60) -> dict[str, int]:
+    """Poll until every graph has rendered with data (or the timeout)."""
+    points: dict[str, int] = {}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = driver.execute_script(POINTS_JS, ids)
+        points = {g: -1 if n is None else int(n) for g, n in zip(ids, got, strict=True)}
+        if all(v > 0 for v in points.values()):
+            break
+        time.sleep(1)
+    return points
+
+
+def test_dashboard_in_chromium(demo: tuple[Stack, DemoKeys, Engine], tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    stack, keys, _engine = demo
+    ARTIFACTS.mkdir(exist_ok=True)
+    driver = chrome(tmp_path)
+    try:
+        sign_in(driver, stack.dashboard_url, keys.admin)
+        points = wait_points(driver, list(GRAPHS))
+        driver.save_screenshot(str(ARTIFACTS / "dashboard-admin.png"))
+        empty = {g: n for g, n in points.items() if n <= 0}
+        assert not empty, f"charts without data: {empty}"
+        kpis = driver.find_elements(By.CLASS_NAME, "kpi")
+        assert len(kpis) == 7 and "$" in kpis[0].text
+
+        sign_in(driver, stack.dashboard_url, keys.tenant)
+        tenant_graphs = ["g-cost-per-1k", "g-by-customer", "g-by-request-type", "g-budget"]
+        points = wait_points(driver, tenant_graphs)
+        driver.save_screenshot(str(ARTIFACTS / "dashboard-acme.png"))
+        assert all(n > 0 for n in points.values()), points
+        names = driver.execute_script(
+            "return document.querySelector('#g-by-customer .js-plotly-plot')._fullData"
+            ".map(function (t) { return t.name; });"
+        )
+        assert set(names) == {"acme"}
+        assert "customer acme" in driver.find_element(By.TAG_NAME, "body").text
+        assert not driver.find_element(By.ID, "g-utilization").is_displayed()
+    finally:
+        driver.quit()
+    assert (ARTIFACTS / "dashboard-admin.png").stat().st_size > 10_000
