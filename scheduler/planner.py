@@ -64,10 +64,12 @@ def make_framework(snapshot: Snapshot, policy: Policy) -> Framework:
 STRICTNESS = {Isolation.strict: 0, Isolation.shared: 1, Isolation.best_effort: 2}
 
 
-def replica_order(w: Workload) -> tuple[int, int, float, float, str]:
-    """Sort key: gangs first, then the most constrained isolation class, then decreasing
-    compute and memory (first-fit-decreasing order)."""
-    return (-w.gpus, STRICTNESS[w.isolation], -w.compute, -w.mem_mib, w.model)
+def replica_order(w: Workload) -> tuple[int, int, int, float, float, str]:
+    """Sort key, most constrained first: gangs, then GPU-type restrictions (fewest allowed
+    types), then the strictest isolation class, then decreasing compute and memory
+    (first-fit-decreasing order)."""
+    types = len(w.gpu_types) or 1_000
+    return (-w.gpus, types, STRICTNESS[w.isolation], -w.compute, -w.mem_mib, w.model)
 
 
 @dataclass

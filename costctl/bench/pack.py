@@ -8,7 +8,8 @@ Pod -> workload rule (documented in BENCHMARKS.md):
   for x% of a GPU is taken to need x% of a 16 GB card;
 - isolation: qos Guaranteed -> strict (MIG or a whole GPU), LS -> shared (MPS),
   BE / Burstable -> best-effort (time-slicing); latency: LS interactive, others batch;
-- allowed GPU types: gpu_spec ('|'-separated; empty = any).
+- allowed GPU types: gpu_spec ('|'-separated; empty or absent = any); no qos column (the
+  multigpu lists) = LS.
 Fleet: the node list (GPU count and model per node), priced by the price book (on-demand).
 The default trace needs more GPUs than the list has (its lower bound exceeds 6,212), so the
 list is repeated ("elastic": more nodes of the same shapes) until one pod per GPU would fit;
@@ -52,9 +53,17 @@ def pod_workloads(pods: pd.DataFrame) -> tuple[list[Workload], list[Workload], i
     Raises: KeyError for a missing column, ValueError for an unknown qos or GPU type.
     """
     gpu = pods[pods["num_gpu"] > 0]
+    if "gpu_spec" not in gpu.columns:
+        gpu = gpu.assign(gpu_spec="")
+    if "qos" not in gpu.columns:  # the multigpu lists have none: treat as latency-sensitive
+        gpu = gpu.assign(qos="LS")
     per_pod: list[Workload] = []
     for num_gpu, milli, spec, qos in zip(
-        gpu["num_gpu"], gpu["gpu_milli"], gpu["gpu_spec"].astype(object).fillna(""), gpu["qos"], strict=True
+        gpu["num_gpu"],
+        gpu["gpu_milli"],
+        gpu["gpu_spec"].astype(object).fillna(""),
+        gpu["qos"],
+        strict=True,
     ):
         if qos not in QOS:
             raise ValueError(f"unknown qos {qos!r}")

@@ -64,8 +64,11 @@ class FitFilter:
             if gpu.mode is not None:
                 return [Insufficient("gpu", "GPU already holds replicas", 1, 1, 1)]
             if req.mem_mib > gpu.mem_capacity_mib:
-                return [Insufficient("memory", "device memory (MiB)", req.mem_mib, 0,
-                                     gpu.mem_capacity_mib)]
+                return [
+                    Insufficient(
+                        "memory", "device memory (MiB)", req.mem_mib, 0, gpu.mem_capacity_mib
+                    )
+                ]
             return None
         if req.mode is Mode.mig:
             return _mig_fit(req, gpu)

@@ -7,10 +7,22 @@ from dataclasses import dataclass, replace
 from scheduler import mig
 from scheduler.model import GpuSnapshot, Isolation, LatencyClass, Workload
 
-TYPES = {"a100": "A100-80GB", "a100-40": "A100-40GB", "h100": "H100-80GB", "h200": "H200-141GB",
-         "a30": "A30", "t4": "T4"}
-PRICES = {"A100-80GB": 5.12, "A100-40GB": 3.67, "H100-80GB": 9.80, "H200-141GB": 11.06,
-          "A30": 1.90, "T4": 0.53}
+TYPES = {
+    "a100": "A100-80GB",
+    "a100-40": "A100-40GB",
+    "h100": "H100-80GB",
+    "h200": "H200-141GB",
+    "a30": "A30",
+    "t4": "T4",
+}
+PRICES = {
+    "A100-80GB": 5.12,
+    "A100-40GB": 3.67,
+    "H100-80GB": 9.80,
+    "H200-141GB": 11.06,
+    "A30": 1.90,
+    "T4": 0.53,
+}
 
 
 @dataclass(frozen=True)
@@ -20,8 +32,7 @@ class GpuBuilder:
     snap: GpuSnapshot
 
     def on(self, node: str, index: int = 0) -> GpuBuilder:
-        return GpuBuilder(replace(self.snap, node=node, index=index,
-                                  uuid=f"GPU-{node}-{index}"))
+        return GpuBuilder(replace(self.snap, node=node, index=index, uuid=f"GPU-{node}-{index}"))
 
     def mig(self, *profiles: str) -> GpuBuilder:
         family = "a30" if self.snap.gpu_type == "A30" else "a100"
@@ -44,7 +55,13 @@ def fleet(*specs: tuple[str, str, int]) -> tuple[GpuSnapshot, ...]:
     return tuple(make_gpu(k).on(n, i).build() for k, n, c in specs for i in range(c))
 
 
-def workload(model: str, mem: float, compute: float, replicas: int = 1,
-             iso: str = "shared", latency: str = "interactive", **kw: object) -> Workload:
-    return Workload(model, mem, compute, replicas, Isolation(iso), LatencyClass(latency),
-                    **kw)  # type: ignore[arg-type]
+def workload(
+    model: str,
+    mem: float,
+    compute: float,
+    replicas: int = 1,
+    iso: str = "shared",
+    latency: str = "interactive",
+    **kw: object,
+) -> Workload:
+    return Workload(model, mem, compute, replicas, Isolation(iso), LatencyClass(latency), **kw)  # type: ignore[arg-type]

@@ -77,7 +77,11 @@ def test_sample_then_plan_from_the_store(db: list[str]) -> None:
     assert r.exit_code == 0, r.output
     d = json.loads(r.output)
     assert {s["model"] for g in d["gpus"] for s in g["slots"]} == {
-        "llama-3-70b", "llama-3-8b", "mistral-7b", "mixtral-8x7b"}
+        "llama-3-70b",
+        "llama-3-8b",
+        "mistral-7b",
+        "mixtral-8x7b",
+    }
 
 
 @pytest.fixture
@@ -89,8 +93,9 @@ def kube(monkeypatch: pytest.MonkeyPatch) -> Iterator[KubeServer]:
             k.state.add_deployment("default", m, model=m)
 
         def factory(settings: Any) -> KubeApplier:
-            return KubeApplier(k.api_client(), settings.scheduler.kube_namespace,
-                               sleep=lambda s: None)
+            return KubeApplier(
+                k.api_client(), settings.scheduler.kube_namespace, sleep=lambda s: None
+            )
 
         monkeypatch.setattr(scheduling, "APPLIER_FACTORY", factory)
         yield k
@@ -104,7 +109,8 @@ def test_apply_dry_run_then_apply(db: list[str], spec: Path, kube: KubeServer) -
     r = runner.invoke(app, [*db, "apply", "--spec", str(spec)])
     assert r.exit_code == 0 and "applied=True" in r.output
     assert kube.state.nodes["gpu-node-a"]["metadata"]["labels"]["nvidia.com/mig.config.state"] == (
-        "success")
+        "success"
+    )
     kube.state.mig_outcome["gpu-node-a"] = "failed"
     kube.state.nodes["gpu-node-a"]["metadata"]["labels"]["nvidia.com/mig.config"] = "other"
     r = runner.invoke(app, [*db, "apply", "--spec", str(spec)])
@@ -122,8 +128,17 @@ def test_bench_pack_on_a_slice_of_the_trace(tmp_path: Path) -> None:
     r = runner.invoke(app, ["bench", "pack", "--pods", str(pods), "--nodes", str(nodes), "--json"])
     assert r.exit_code == 0, r.output
     d = json.loads(r.output)
-    for key in ("pods", "placed", "gpus_used", "lower_bound", "first_fit_gpus", "best_fit_gpus",
-                "one_per_gpu_gpus", "mean_allocated_sm", "seconds"):
+    for key in (
+        "pods",
+        "placed",
+        "gpus_used",
+        "lower_bound",
+        "first_fit_gpus",
+        "best_fit_gpus",
+        "one_per_gpu_gpus",
+        "mean_allocated_sm",
+        "seconds",
+    ):
         assert key in d
     assert d["placed"] == d["pods"] > 0
     assert d["lower_bound"] <= d["gpus_used"] <= min(d["first_fit_gpus"], d["best_fit_gpus"])
@@ -133,14 +148,17 @@ def test_bench_pack_on_a_slice_of_the_trace(tmp_path: Path) -> None:
 
 
 def _demand() -> Snapshot:
-    return Snapshot(fleet(("a100", "n1", 2), ("h100", "n2", 2)),
-                    (workload("a", 9000, 0.14, 2, iso="strict"), workload("b", 19000, 0.25, 2)))
+    return Snapshot(
+        fleet(("a100", "n1", 2), ("h100", "n2", 2)),
+        (workload("a", 9000, 0.14, 2, iso="strict"), workload("b", 19000, 0.25, 2)),
+    )
 
 
 def test_packing_view_rows_and_savings() -> None:
     v = packing_view(_demand())
     assert v.saving_vs_one_per_gpu_usd_per_hour == pytest.approx(
-        v.one_per_gpu_usd_per_hour - v.usd_per_hour)
+        v.one_per_gpu_usd_per_hour - v.usd_per_hour
+    )
     assert v.one_per_gpu_usd_per_hour == pytest.approx(4 * 5.12)
     (row,) = v.rows
     assert row["gpu_type"] == "A100-80GB" and len(row["slots"]) == 4

@@ -54,15 +54,20 @@ def test_sampling_job_writes_through_billing_ingest(engine: Engine, clock: Clock
 
 
 def test_record_allocations_closes_the_previous_placement(engine: Engine) -> None:
-    a = [Slot("m", 0, "n", "GPU-1", Mode.mig, 3 / 7, "3g.40gb", 4),
-         Slot("m", 1, "n", "GPU-2", Mode.mps, 0.35, thread_pct=35, mem_limit_mib=2000)]
+    a = [
+        Slot("m", 0, "n", "GPU-1", Mode.mig, 3 / 7, "3g.40gb", 4),
+        Slot("m", 1, "n", "GPU-2", Mode.mps, 0.35, thread_pct=35, mem_limit_mib=2000),
+    ]
     assert record_allocations(engine, a, start=T0, plan_id="p1") == 2
     b = [Slot("m", 0, "n", "GPU-1", Mode.timeslice, 0.25)]
     record_allocations(engine, b, start=T0 + timedelta(hours=1), plan_id="p2")
     with engine.connect() as c:
         rows = c.execute(select(table_of(Allocation)).order_by(table_of(Allocation).c.id)).all()
     assert [(r.mode, r.profile, round(r.fraction, 4), r.plan_id) for r in rows] == [
-        ("mig", "3g.40gb", 0.4286, "p1"), ("mps", None, 0.35, "p1"), ("timeslice", None, 0.25, "p2")]
+        ("mig", "3g.40gb", 0.4286, "p1"),
+        ("mps", None, 0.35, "p1"),
+        ("timeslice", None, 0.25, "p2"),
+    ]
     assert [r.end is not None for r in rows] == [True, True, False]
     (cur,) = current_slots(engine)
     assert (cur.model, cur.mode, cur.share) == ("m", Mode.timeslice, 0.25)
@@ -70,9 +75,19 @@ def test_record_allocations_closes_the_previous_placement(engine: Engine) -> Non
 
 def _usage(n: int, start: pd.Timestamp) -> list[dict[str, object]]:
     models = ["llama-3-70b", "llama-3-8b", "mistral-7b", "mixtral-8x7b"]
-    return [{"id": f"e{i}", "source": "t", "time": (start + pd.Timedelta(seconds=i)).isoformat(),
-             "model": models[i % 4], "customer": "acme", "request_type": "chat",
-             "input_tokens": 1500, "output_tokens": 300} for i in range(n)]
+    return [
+        {
+            "id": f"e{i}",
+            "source": "t",
+            "time": (start + pd.Timedelta(seconds=i)).isoformat(),
+            "model": models[i % 4],
+            "customer": "acme",
+            "request_type": "chat",
+            "input_tokens": 1500,
+            "output_tokens": 300,
+        }
+        for i in range(n)
+    ]
 
 
 def test_demo_fleet_is_metered_and_attributed_with_conservation(
@@ -80,8 +95,10 @@ def test_demo_fleet_is_metered_and_attributed_with_conservation(
 ) -> None:
     store_prices(engine, read_price_book(DEFAULT_PRICE_BOOK), T0 - timedelta(days=1))
     demo = start_demo_fleet(engine, SchedulerConfig(sample_interval_s=5), clock=clock, seed=3)
-    assert {(s.model, s.mode) for s in demo.slots} >= {("mistral-7b", Mode.mig),
-                                                       ("llama-3-70b", Mode.gpu)}
+    assert {(s.model, s.mode) for s in demo.slots} >= {
+        ("mistral-7b", Mode.mig),
+        ("llama-3-70b", Mode.gpu),
+    }
     assert _count(engine, Allocation) == 7
     ingest_usage(engine, USAGE_BATCH.validate_python(_usage(400, pd.Timestamp(T0))))
     loads = []
@@ -97,8 +114,12 @@ def test_demo_fleet_is_metered_and_attributed_with_conservation(
     costs = query_costs(engine, Window(T0, T0 + timedelta(hours=1)), group_by=("model", "kind"))
     billed = costs[costs["kind"] == "attributed"].set_index("model")["cost_cents"]
     # MIG models on H100 are measured through GPM; every model gets billed some of its cost
-    assert set(billed[billed > 0].index) == {"llama-3-70b", "llama-3-8b", "mistral-7b",
-                                            "mixtral-8x7b"}
+    assert set(billed[billed > 0].index) == {
+        "llama-3-70b",
+        "llama-3-8b",
+        "mistral-7b",
+        "mixtral-8x7b",
+    }
     procs, types = load_process_frame(engine, clock(), 1.0)
     ws = {w.model: w for w in demand_profiles(procs, types, headroom=0.2)}
     assert set(ws) == {"llama-3-70b", "llama-3-8b", "mistral-7b", "mixtral-8x7b"}

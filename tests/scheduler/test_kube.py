@@ -20,10 +20,12 @@ K8S_VERSION = "1.30.0"
 
 def _snapshot() -> Snapshot:
     gpus = fleet(("a100", "a", 2), ("h100", "b", 2))
-    ws = (workload("llama-3-70b", 70000, 0.9, 1, iso="strict"),
-          workload("llama-3-8b", 18000, 0.3, 2),
-          workload("mistral-7b", 16000, 0.25, 2, iso="strict"),
-          workload("mixtral-8x7b", 30000, 0.4, 1, iso="best-effort", latency="batch"))
+    ws = (
+        workload("llama-3-70b", 70000, 0.9, 1, iso="strict"),
+        workload("llama-3-8b", 18000, 0.3, 2),
+        workload("mistral-7b", 16000, 0.25, 2, iso="strict"),
+        workload("mixtral-8x7b", 30000, 0.4, 1, iso="best-effort", latency="batch"),
+    )
     return Snapshot(gpus, ws)
 
 
@@ -61,19 +63,25 @@ def test_render_contents(planned: tuple[Snapshot, Plan]) -> None:
     mig = yaml.safe_load(r.mig_parted.data["config.yaml"])
     (name,) = [k for k in mig["mig-configs"] if k != "all-disabled"]
     devices = mig["mig-configs"][name]
-    assert {"devices": [1], "mig-enabled": True,
-            "mig-devices": {"2g.20gb": 2, "3g.40gb": 1}} in devices
+    assert {
+        "devices": [1],
+        "mig-enabled": True,
+        "mig-devices": {"2g.20gb": 2, "3g.40gb": 1},
+    } in devices
     assert {"devices": [0], "mig-enabled": False} in devices
     assert r.node_labels["a"]["nvidia.com/mig.config"] == name
     dp = {k: yaml.safe_load(v) for k, v in r.device_plugin.data.items()}
     assert dp["costctl-mps-2"]["sharing"]["mps"]["resources"] == [
-        {"name": "nvidia.com/gpu", "replicas": 2}]
+        {"name": "nvidia.com/gpu", "replicas": 2}
+    ]
     deps = {d.metadata.name: d for d in r.deployments}
     c = deps["mistral-7b"].spec.template.spec.containers[0]
     assert c.resources.limits == {"nvidia.com/mig-2g.20gb": "1"}
     mps = deps["llama-3-8b-mps-15"].spec.template.spec.containers[0]
     assert {e.name: e.value for e in mps.env} == {
-        "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": "15", "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT": "0=18000M"}
+        "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": "15",
+        "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT": "0=18000M",
+    }
 
 
 def test_dry_run_diffs_and_writes_nothing(kube: KubeServer, planned: tuple[Snapshot, Plan]) -> None:
@@ -124,8 +132,9 @@ def test_stuck_mig_reconfiguration_times_out_and_rolls_back(
     snap, p = planned
     kube.state.mig_outcome["a"] = "stuck"
     t = iter(range(0, 10_000, 100))
-    a = _applier(kube, monotonic=lambda: float(next(t)),
-                 config=SchedulerConfig(apply_timeout_s=300))
+    a = _applier(
+        kube, monotonic=lambda: float(next(t)), config=SchedulerConfig(apply_timeout_s=300)
+    )
     result = a.apply(p, snap.gpus)
     assert "timeout" in result.errors[0]
     assert "nvidia.com/mig.config" not in kube.state.nodes["a"]["metadata"]["labels"]
@@ -138,7 +147,9 @@ def test_node_in_reconfiguration_is_left_alone(
     kube.state.nodes["a"]["metadata"]["labels"] = {"nvidia.com/mig.config.state": "rebooting"}
     result = _applier(kube).apply(p, snap.gpus)
     assert result.failed_nodes == ("a",) and "in progress" in result.errors[0]
-    assert kube.state.nodes["a"]["metadata"]["labels"] == {"nvidia.com/mig.config.state": "rebooting"}
+    assert kube.state.nodes["a"]["metadata"]["labels"] == {
+        "nvidia.com/mig.config.state": "rebooting"
+    }
 
 
 def test_api_errors_are_retried_then_reported(kube: KubeServer) -> None:
@@ -164,7 +175,7 @@ def test_scale_to_zero_and_back_restores_every_variant(kube: KubeServer) -> None
     reps = {n: d["spec"]["replicas"] for (_, n), d in kube.state.deployments.items()}
     assert (reps["llama-3-8b"], reps["llama-3-8b-mps-15"]) == (3, 2)
     assert a.restore("llama-3-8b") == 5
-    with pytest.raises(LookupError, match="costctl.io/model=nope"):
+    with pytest.raises(LookupError, match=r"costctl\.io/model=nope"):
         a.scale_model("nope", 0)
 
 

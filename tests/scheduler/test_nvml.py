@@ -15,8 +15,14 @@ from tests.scheduler.conftest import Clock
 
 
 def _fleet(clock: Clock) -> SimFleet:
-    f = build_fleet([NodeSpec("h", "H100-80GB", 2, mig=(("3g", "2g", "2g"), None)),
-                     NodeSpec("a", "A100-80GB", 1, mig=(("4g", "3g"),))], clock=clock, seed=1)
+    f = build_fleet(
+        [
+            NodeSpec("h", "H100-80GB", 2, mig=(("3g", "2g", "2g"), None)),
+            NodeSpec("a", "A100-80GB", 1, mig=(("4g", "3g"),)),
+        ],
+        clock=clock,
+        seed=1,
+    )
     f.place("llama", "h", 0, mem_mib=30000, mode=Mode.mig, profile="3g.40gb")
     f.place("mistral", "h", 0, mem_mib=15000, mode=Mode.mig, profile="2g")
     f.place("mixtral", "h", 1, mem_mib=40000, mode=Mode.mps, share=0.4)
@@ -44,7 +50,10 @@ def test_readings_follow_load_and_processes_map_to_pods(clock: Clock) -> None:
     mig = {s.mig_profile: s for s in r.samples if s.parent_uuid is not None}
     assert set(mig) == {"3g.40gb", "2g.20gb"} and len(r.instances) == 3
     assert {(i.profile, i.start, i.size) for i in r.instances} == {
-        ("2g.20gb", 0, 2), ("2g.20gb", 2, 2), ("3g.40gb", 4, 4)}
+        ("2g.20gb", 0, 2),
+        ("2g.20gb", 2, 2),
+        ("3g.40gb", 4, 4),
+    }
     assert mig["3g.40gb"].sm_util == pytest.approx(50.0)  # GPM: % of the instance
     # MIG parent: utilisation is NOT_SUPPORTED (recorded), SM% recomputed from instances
     assert "utilization: Not Supported" in (phys[0].fault or "")
@@ -136,11 +145,15 @@ def test_backend_selection() -> None:
 @pytest.mark.parametrize(
     ("text", "uid"),
     [
-        ("0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod"
-         "1a2b3c4d_0000_1111_2222_333344445555.slice/cri-containerd-ab.scope",
-         "1a2b3c4d-0000-1111-2222-333344445555"),
-        ("12:memory:/kubepods/besteffort/pod1a2b3c4d-0000-1111-2222-333344445555/0123abcd",
-         "1a2b3c4d-0000-1111-2222-333344445555"),
+        (
+            "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod"
+            "1a2b3c4d_0000_1111_2222_333344445555.slice/cri-containerd-ab.scope",
+            "1a2b3c4d-0000-1111-2222-333344445555",
+        ),
+        (
+            "12:memory:/kubepods/besteffort/pod1a2b3c4d-0000-1111-2222-333344445555/0123abcd",
+            "1a2b3c4d-0000-1111-2222-333344445555",
+        ),
         ("0::/system.slice/containerd.service", None),
     ],
     ids=["cgroup-v2-systemd", "cgroup-v1", "not-a-pod"],

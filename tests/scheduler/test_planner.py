@@ -21,8 +21,10 @@ def _by_mode(p: object) -> Counter[str]:
 
 
 def test_strict_models_get_mig_slices_and_share_a_gpu() -> None:
-    snap = Snapshot(fleet(("a100", "n1", 2)), (workload("a", 9000, 0.14, 4, iso="strict"),
-                                                workload("b", 30000, 0.4, 1, iso="strict")))
+    snap = Snapshot(
+        fleet(("a100", "n1", 2)),
+        (workload("a", 9000, 0.14, 4, iso="strict"), workload("b", 30000, 0.4, 1, iso="strict")),
+    )
     p = plan(snap)
     assert _by_mode(p) == {"mig": 5}
     assert p.gpus_used == 1  # 4 x 1g + 3g fit one A100 (a layout nos omits)
@@ -41,8 +43,9 @@ def test_shared_models_use_mps_with_thread_percent_and_memory_limit() -> None:
 
 
 def test_best_effort_batch_prefers_time_slicing_and_share_is_one_over_replicas() -> None:
-    snap = Snapshot(fleet(("a100", "n1", 1)), (workload("b", 2000, 0.2, 4, iso="best-effort",
-                                                        latency="batch"),))
+    snap = Snapshot(
+        fleet(("a100", "n1", 1)), (workload("b", 2000, 0.2, 4, iso="best-effort", latency="batch"),)
+    )
     p = plan(snap)
     assert _by_mode(p) == {"timeslice": 4}
     assert {s.share for s in p.slots} == {0.25}
@@ -50,8 +53,9 @@ def test_best_effort_batch_prefers_time_slicing_and_share_is_one_over_replicas()
 
 
 def test_gangs_take_whole_gpus_on_one_node() -> None:
-    snap = Snapshot(fleet(("a100", "n1", 2), ("a100", "n2", 4)),
-                    (workload("big", 80000, 1.0, 1, gpus=4),))
+    snap = Snapshot(
+        fleet(("a100", "n1", 2), ("a100", "n2", 4)), (workload("big", 80000, 1.0, 1, gpus=4),)
+    )
     p = plan(snap)
     assert {s.node for s in p.slots} == {"n2"} and len(p.slots) == 4
     assert all(s.mode is Mode.gpu and s.share == 1.0 for s in p.slots)
@@ -70,10 +74,13 @@ def test_unplaced_replicas_carry_structured_reasons() -> None:
 def test_node_sharing_is_one_per_node() -> None:
     # shared (MPS) first; the best-effort batch model would rather time-slice, but every GPU
     # of a node shares one device-plugin config, so on this one-node fleet it joins MPS
-    snap = Snapshot(fleet(("t4", "n1", 2)),
-                    (workload("s", 2000, 0.6, 1, scale_compute=False),
-                     workload("b", 2000, 0.6, 1, iso="best-effort", latency="batch",
-                              scale_compute=False)))
+    snap = Snapshot(
+        fleet(("t4", "n1", 2)),
+        (
+            workload("s", 2000, 0.6, 1, scale_compute=False),
+            workload("b", 2000, 0.6, 1, iso="best-effort", latency="batch", scale_compute=False),
+        ),
+    )
     p = plan(snap)
     assert {s.mode for s in p.slots} == {Mode.mps} and p.gpus_used == 2
     assert [n.sharing for n in p.nodes] == [NodeSharing.mps]
@@ -105,8 +112,10 @@ def test_repack_is_a_diff_and_keeps_a_placement_that_saves_nothing() -> None:
     again = plan(Snapshot(gpus, w, current=first.slots))
     assert Counter(m.action for m in again.moves) == {"keep": 2}
     # a wasteful current placement (two GPUs) is repacked onto one: moves are a diff
-    wasteful = (Slot("m", 0, "n1", gpus[0].uuid, Mode.gpu, 1.0),
-                Slot("m", 1, "n1", gpus[1].uuid, Mode.gpu, 1.0))
+    wasteful = (
+        Slot("m", 0, "n1", gpus[0].uuid, Mode.gpu, 1.0),
+        Slot("m", 1, "n1", gpus[1].uuid, Mode.gpu, 1.0),
+    )
     better = plan(Snapshot(gpus, w, current=wasteful))
     assert better.usd_per_hour < better.current_usd_per_hour == pytest.approx(10.24)
     assert Counter(m.action for m in better.moves) == {"remove": 2, "add": 2}
@@ -143,8 +152,13 @@ def test_l2_bound_examples() -> None:
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.lists(st.tuples(st.integers(1000, 40000), st.integers(5, 95), st.integers(1, 3)),
-                min_size=1, max_size=8))
+@given(
+    st.lists(
+        st.tuples(st.integers(1000, 40000), st.integers(5, 95), st.integers(1, 3)),
+        min_size=1,
+        max_size=8,
+    )
+)
 def test_plan_never_beats_its_lower_bound(items: list[tuple[int, int, int]]) -> None:
     ws = tuple(workload(f"m{i}", mem, c / 100, r) for i, (mem, c, r) in enumerate(items))
     snap = Snapshot(fleet(("a100", "n1", 8), ("a100", "n2", 8), ("a100", "n3", 8)), ws)

@@ -69,9 +69,16 @@ def test_stability_score() -> None:
 
 
 def _use(**kw: object) -> GpuUse:
-    base: dict[str, object] = dict(pos=0, uuid="GPU-0", node="n", gpu_type="A100-80GB",
-                                   usd_per_hour=5.12, mem_capacity_mib=81920.0, mode=None,
-                                   node_sharing=None)
+    base: dict[str, object] = dict(
+        pos=0,
+        uuid="GPU-0",
+        node="n",
+        gpu_type="A100-80GB",
+        usd_per_hour=5.12,
+        mem_capacity_mib=81920.0,
+        mode=None,
+        node_sharing=None,
+    )
     base.update(kw)
     return GpuUse(**base)  # type: ignore[arg-type]
 
