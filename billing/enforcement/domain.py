@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from billing.enforcement.config import EnforcementConfig, Priority, TokenPrice
-from billing.enforcement.models import BudgetAction, KillScope, Period
+from billing.enforcement.enums import BudgetAction, KillScope, Period
 
 DIMS = ("customer", "model", "request_type")
 

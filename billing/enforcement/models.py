@@ -8,15 +8,30 @@ A scope column that is NULL matches any value ("*" in the CLI); all NULL is the 
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import BigInteger, Column, DateTime, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from billing.enforcement.enums import BudgetAction, KillScope, Period, ReservationStatus
 from billing.models import ID_TYPE
 
 MICROS = 1_000_000
+
+__all__ = [
+    "MICROS",
+    "AuditRow",
+    "BudgetAction",
+    "BudgetAlertRow",
+    "BudgetCounter",
+    "BudgetRow",
+    "KillScope",
+    "KillSwitchRow",
+    "Period",
+    "RateLimitRow",
+    "ReservationRow",
+    "ReservationStatus",
+]
 
 
 def _ts(*, nullable: bool = False, index: bool = False) -> Any:
@@ -29,27 +44,6 @@ def _big(default: int = 0) -> Any:
 
 def _id() -> Any:
     return Field(default=None, sa_column=Column(ID_TYPE, primary_key=True, autoincrement=True))
-
-
-class Period(StrEnum):
-    daily = "daily"
-    weekly = "weekly"
-    monthly = "monthly"
-
-
-class BudgetAction(StrEnum):
-    """What happens at the hard limit (see billing.enforcement.decide)."""
-
-    block = "block"  # deny until the period resets
-    throttle = "throttle"  # past the soft line allow throttle_rpm, deny at the hard limit
-    kill = "kill"  # deny and trip the kill-switch of the budget's scope
-
-
-class KillScope(StrEnum):
-    model = "model"
-    customer = "customer"
-    request_type = "request_type"
-    global_ = "global"
 
 
 class BudgetRow(SQLModel, table=True):
@@ -103,14 +97,6 @@ class RateLimitRow(SQLModel, table=True):
     rpm: float | None = None
     tpm: float | None = None
     updated_at: datetime = _ts()
-
-
-class ReservationStatus(StrEnum):
-    held = "held"
-    reconciled = "reconciled"  # settled by its usage event
-    released = "released"  # cancelled by the client or denied after the take
-    expired = "expired"  # not settled within reservation_ttl_s
-    charged = "charged"  # a usage event without reservation, counted once
 
 
 class ReservationRow(SQLModel, table=True):
