@@ -1,0 +1,81 @@
+"""Plan and what-if panels over scheduler's simulated demo fleet sampled into the store."""
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy.engine import Engine
+
+from billing.config import BillingConfig
+from billing.pricebook import read_price_book, store_prices
+from dashboard.auth import Viewer
+from dashboard.fleet import FleetPanels, load_snapshot, plan_figure, whatif_figure
+from scheduler.config import SchedulerConfig
+from scheduler.demo import start_demo_fleet
+from scheduler.views import WhatIf, packing_view, what_if
+from tests.utils.factories import T0
+
+ADMIN = Viewer("a", "admin")
+
+
+@pytest.fixture
+def sampled(engine: Engine) -> Engine:
+    store_prices(engine, read_price_book(BillingConfig().price_book_path), T0 - timedelta(days=1))
+    clock = {"now": T0}
+    demo = start_demo_fleet(engine, SchedulerConfig(), clock=lambda: clock["now"])
+    for i in range(12):  # a minute of 5 s samples under a steady load
+        clock["now"] = T0 + timedelta(seconds=5 * i)
+        for model in ("llama-3-70b", "llama-3-8b", "mistral-7b", "mixtral-8x7b"):
+            demo.fleet.set_load(model, 0.4)
+        demo.sample(clock["now"])
+    return engine
+
+
+def test_plan_panel_matches_the_scheduler_view(sampled: Engine) -> None:
+    now = T0 + timedelta(minutes=1)
+    snap = load_snapshot(sampled, SchedulerConfig(), now)
+    assert snap is not None
+    assert len(snap.gpus) == 4
+    assert {w.model for w in snap.workloads} == {
+        "llama-3-70b",
+        "llama-3-8b",
+        "mistral-7b",
+        "mixtral-8x7b",
+    }
+    view = packing_view(snap)
+    fig = FleetPanels(sampled, SchedulerConfig()).plan(now, ADMIN)
+    assert {t.name for t in fig.data} <= {w.model for w in snap.workloads}
+    # every slot of the plan is drawn once, at its share of the GPU in %
+    drawn = sorted(round(y, 4) for t in fig.data for y in t.y)
+    want = sorted(round(s["share"] * 100, 4) for r in view.rows for s in r["slots"])
+    assert drawn == want
+    assert f"saving ${view.saving_vs_one_per_gpu_usd_per_hour:,.2f}/h" in fig.layout.title.text
+    assert view.one_per_gpu_usd_per_hour >= view.usd_per_hour
+
+
+def test_whatif_panel_numbers(sampled: Engine) -> None:
+    now = T0 + timedelta(minutes=1)
+    snap = load_snapshot(sampled, SchedulerConfig(), now)
+    assert snap is not None
+    rows = what_if(snap, (3, 5, 10))
+    fig = FleetPanels(sampled, SchedulerConfig()).whatif(now, ADMIN)
+    packed, naive = fig.data
+    assert list(packed.y) == [r.packed_usd_per_hour for r in rows]
+    assert list(naive.y) == [r.naive_usd_per_hour for r in rows]
+    assert [int(t.split()[0]) for t in naive.text] == [r.naive_gpus for r in rows]
+    assert rows[2].naive_gpus >= rows[0].naive_gpus  # 10x needs at least what 3x needs
+
+
+def test_no_samples_no_plan(engine: Engine) -> None:
+    fp = FleetPanels(engine, SchedulerConfig())
+    fig = fp.plan(T0, ADMIN)
+    assert len(fig.data) == 0 and "no data yet" in fig.layout.annotations[0].text
+    assert len(fp.whatif(T0, ADMIN).data) == 0
+
+
+def test_figures_of_fixed_views() -> None:
+    rows = [WhatIf(3, 2, 10.0, 6, 30.0, 0), WhatIf(10, 5, 25.0, 20, 100.0, 1)]
+    fig = whatif_figure(rows)
+    assert list(fig.data[0].y) == [10.0, 25.0] and list(fig.data[1].y) == [30.0, 100.0]
+    assert fig.data[0].text[1] == "5 GPUs, 1 unplaced"
+    assert len(whatif_figure([]).data) == 0
+    assert plan_figure.__doc__
