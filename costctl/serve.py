@@ -43,6 +43,7 @@ from dashboard.budgets import make_budget_panel
 from dashboard.callbacks import Panels
 from dashboard.fleet import panels_for
 from dashboard.jobs import add_weekly_export_job
+from scheduler.jobs import add_sampling_job
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,17 @@ def bind(host: str, port: int) -> socket.socket:
     sock.listen(128)
     sock.set_inheritable(True)
     return sock
+
+
+def nvml_sampling_hook(
+    aps: BackgroundScheduler, engine: Engine, settings: Settings, clock: Callable[[], datetime]
+) -> None:
+    """On a GPU node (``scheduler.nvml_backend=pynvml``) sample NVML into the store; with the
+    simulated backend there is no fleet outside the demo, so nothing is scheduled."""
+    if settings.scheduler.nvml_backend == "pynvml":
+        add_sampling_job(aps, engine, settings.scheduler, clock)
+    else:
+        log.info("NVML sampling off: nvml_backend=simulated has no fleet outside `costctl demo`")
 
 
 def default_panels(engine: Engine, settings: Settings) -> Panels:

@@ -33,7 +33,7 @@ def serve(
     duration: Duration = None,
 ) -> None:
     """Run the API, the scheduled jobs and the dashboard in one process (Ctrl-C stops)."""
-    from costctl.serve import Stack, run
+    from costctl.serve import Stack, nvml_sampling_hook, run
 
     c = get_ctx(ctx)
     settings = c.settings.model_copy(
@@ -50,7 +50,7 @@ def serve(
     engine = make_engine(settings.database_url)
     init_db(engine)
     try:
-        stack = Stack(settings, engine, clock=now)
+        stack = Stack(settings, engine, clock=now, job_hooks=(nvml_sampling_hook,))
     except OSError as exc:
         fail(f"cannot listen: {exc}", code=1)
 
