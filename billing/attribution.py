@@ -143,26 +143,31 @@ def _usage_by_hour(usage: pd.DataFrame) -> pd.DataFrame:
 
 
 def _busy_fraction(
-    alloc_hm: pd.DataFrame, processes: pd.DataFrame, usage_hm: pd.DataFrame, policy: IdlePolicy
+    alloc_hgm: pd.DataFrame, processes: pd.DataFrame, usage_hm: pd.DataFrame, policy: IdlePolicy
 ) -> pd.Series:
-    """Share of each (hour, model) allocation billed to tenants, in [0, 1].
+    """Share of each (hour, GPU, model) allocation billed to tenants, in [0, 1].
 
-    Details: with policy ``utilization``, busy = Σ(process sm_util/100 x interval_s) / alloc_s,
-    clipped to [0, 1]; a model with usage but no process samples (time-slicing hides them) is
-    billed in full. With ``allocation``, busy = 1. Either way, busy = 0 when the model served no
-    request in that hour: nobody can be billed, the whole allocation is idle.
+    Details: with policy ``utilization``, busy = Σ(process sm_util/100 x interval_s) / alloc_s
+    over the process samples of that model on that GPU whose utilisation is known, clipped to
+    [0, 1]. Unknown utilisation (no process samples: time-slicing hides them; or NULL sm_util:
+    NVML cannot see SMs per MIG instance before Hopper) bills the allocation in full. With
+    ``allocation``, busy = 1. Either way, busy = 0 when the model served no request in that
+    hour: nobody can be billed, the whole allocation is idle.
     """
-    served = alloc_hm.merge(usage_hm, on=["hour", "model"], how="left")["requests"].fillna(0) > 0
-    busy = pd.Series(1.0, index=alloc_hm.index)
-    if policy == "utilization" and not processes.empty:
-        p = processes.assign(hour=_floor_hour(processes["ts"]))
-        p["used_s"] = p["sm_util"].fillna(0) / 100.0 * p["interval_s"]
-        used = p.groupby(["hour", "model"], observed=True)["used_s"].sum().reset_index()
+    served = alloc_hgm.merge(usage_hm, on=["hour", "model"], how="left")["requests"].fillna(0) > 0
+    busy = pd.Series(1.0, index=alloc_hgm.index)
+    known = processes[processes["sm_util"].notna()] if not processes.empty else processes
+    if policy == "utilization" and not known.empty:
+        p = known.assign(hour=_floor_hour(known["ts"]))
+        p["used_s"] = p["sm_util"] / 100.0 * p["interval_s"]
+        keys = ["hour", "gpu_uuid", "model"]
+        used = p.groupby(keys, observed=True)["used_s"].sum().reset_index()
         used["model"] = used["model"].astype(str)
-        merged = alloc_hm.merge(used, on=["hour", "model"], how="left")
+        used["gpu_uuid"] = used["gpu_uuid"].astype(str)
+        merged = alloc_hgm.merge(used, on=keys, how="left")
         ratio = merged["used_s"] / merged["alloc_s"].where(merged["alloc_s"] > 0, np.nan)
         busy = ratio.clip(0, 1).where(merged["used_s"].notna(), 1.0).fillna(0.0)
-        busy.index = alloc_hm.index
+        busy.index = alloc_hgm.index
     return busy.where(served.to_numpy(), 0.0)
 
 
@@ -238,16 +243,17 @@ def attribute(
 
     alloc_rated = alloc.merge(metered[["hour", "gpu_uuid", "rate"]], on=["hour", "gpu_uuid"])
     alloc_rated["alloc_cost"] = alloc_rated["alloc_s"] * alloc_rated["rate"]
-    alloc_hm = (
-        alloc_rated.groupby(["hour", "model"], sort=False)[["alloc_s", "alloc_cost"]]
-        .sum()
-        .reset_index()
-    )
     usage_hm_full = _usage_by_hour(usage)
     usage_hm = usage_hm_full.groupby(["hour", "model"], sort=False)["requests"].sum().reset_index()
-    busy = _busy_fraction(alloc_hm, processes, usage_hm, idle_policy)
-    billable = alloc_hm.assign(
-        bill_cost=alloc_hm["alloc_cost"] * busy, bill_s=alloc_hm["alloc_s"] * busy
+    busy = _busy_fraction(alloc_rated, processes, usage_hm, idle_policy)
+    alloc_rated["bill_cost"] = alloc_rated["alloc_cost"] * busy
+    alloc_rated["bill_s"] = alloc_rated["alloc_s"] * busy
+    billable = (
+        alloc_rated.groupby(["hour", "model"], sort=False)[
+            ["alloc_s", "alloc_cost", "bill_s", "bill_cost"]
+        ]
+        .sum()
+        .reset_index()
     )
     attributed = _split(usage_hm_full, billable[["hour", "model", "bill_cost", "bill_s"]], weights)
 

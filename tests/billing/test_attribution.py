@@ -229,3 +229,32 @@ def test_conservation_property(n_gpus, fractions, util, n_events, seed, policy, 
     assert abs(int(metered.sum()) / 100 - exact) <= 0.005 * len(r.hours) + 1e-9
     assert int(r.rows["requests"].sum()) == n_events
     assert (r.rows["gpu_seconds"] >= -1e-9).all()
+
+
+def test_unknown_utilisation_is_billed_not_idled() -> None:
+    """NULL sm_util (a pre-Hopper MIG instance) means unknown: billed like no process samples."""
+    fleet = Fleet(gpus=[GpuSpec("g0"), GpuSpec("g1")])
+    alloc = allocations([("m", "g0", 3 / 7, T0, None), ("m", "g1", 1.0, T0, None)])
+    proc = pd.concat(
+        [
+            Fleet(gpus=[GpuSpec("g0")], processes=[("m", "g0", 0.0)])
+            .process_frame()
+            .assign(sm_util=np.nan),
+            Fleet(gpus=[GpuSpec("g1")], processes=[("m", "g1", 25.0)]).process_frame(),
+        ],
+        ignore_index=True,
+    )
+    r = attribute(
+        samples=fleet.samples(),
+        processes=proc,
+        allocations=alloc,
+        usage=usage(50, models=("m",)),
+        prices=PRICES,
+        window=Window(T0, T0 + HOUR),
+        weights=AttributionWeights(),
+    )
+    by = r.rows.groupby("kind")["gpu_seconds"].sum()
+    # g0 slice: unknown -> 3/7 x 3600 billed in full; g1: 25% busy -> 900 s billed, 2700 idle
+    assert by["attributed"] == pytest.approx(3600 * 3 / 7 + 900)
+    assert by["idle"] == pytest.approx(2700)
+    assert by["unallocated"] == pytest.approx(3600 * 4 / 7)
