@@ -22,6 +22,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 
 from billing.models import GpuProcessSample, GpuSample, UsageEvent, table_of
 from billing.schemas import (
@@ -124,10 +125,21 @@ def bulk_insert_ignore(
 ) -> int:
     """Insert rows, skipping those whose unique key exists; returns how many were inserted.
 
-    Details: SQLite uses ``INSERT OR IGNORE`` through executemany; PostgreSQL binary-COPYs into
-    a temporary staging table, then ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``.
-    DateTime values must be aware UTC datetimes.
+    Details: SQLite uses ``INSERT ... ON CONFLICT DO NOTHING`` through executemany;
+    PostgreSQL binary-COPYs into a temporary staging table, then ``INSERT ... SELECT ...
+    ON CONFLICT DO NOTHING``. DateTime values must be aware UTC datetimes.
+    Raises: sqlalchemy.exc.IntegrityError for a row that breaks NOT NULL or CHECK (only key
+    conflicts are skipped).
     """
+    try:
+        return _bulk_insert_ignore(conn, table, columns, rows)
+    except conn.dialect.loaded_dbapi.IntegrityError as exc:
+        raise IntegrityError(f"INSERT INTO {table.name}", None, exc) from exc
+
+
+def _bulk_insert_ignore(
+    conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
+) -> int:
     if not rows:
         return 0
     cols = ", ".join(columns)
@@ -138,7 +150,11 @@ def bulk_insert_ignore(
         if conn.dialect.name == "sqlite":
             rows = _sqlite_times(table, columns, rows)
             marks = ", ".join("?" * len(columns))
-            cur.executemany(f"INSERT OR IGNORE INTO {table.name} ({cols}) VALUES ({marks})", rows)
+            # ON CONFLICT DO NOTHING skips only key conflicts; INSERT OR IGNORE would also
+            # drop rows that break NOT NULL or CHECK without a word.
+            cur.executemany(
+                f"INSERT INTO {table.name} ({cols}) VALUES ({marks}) ON CONFLICT DO NOTHING", rows
+            )
             return int(cur.rowcount)
         stage = f"_stage_{table.name}"
         cur.execute(

@@ -79,3 +79,17 @@ def test_cloudevents_and_reserved_names() -> None:
     assert [g["id"] for g in good] == ["c1"] and good[0]["source"] == "gw"
     assert errors[0]["index"] == 1 and errors[0]["loc"][-1] == "customer"
     assert good[0]["time"] == datetime(2026, 11, 23, 10, tzinfo=UTC)
+
+
+def test_a_row_breaking_not_null_is_an_error_not_a_silent_drop(engine: Engine) -> None:
+    import pytest
+    from sqlalchemy.exc import IntegrityError
+
+    from billing.ingest import bulk_insert_ignore
+
+    table = table_of(GpuSample)
+    cols = ("ts", "node", "gpu_uuid", "gpu_type", "interval_s", "gpu_index")
+    row = (datetime(2026, 11, 23, tzinfo=UTC), "n", "g", "A30", 5.0, None)
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        bulk_insert_ignore(conn, table, cols, [row])
+    assert count(engine, GpuSample) == 0
