@@ -34,6 +34,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from billing.api.app import create_app
 from billing.api.deps import ApiState
 from billing.enforcement.api import ENFORCER, make_extension
+from billing.enforcement.backend import DeploymentScaler
 from billing.enforcement.jobs import add_budget_job
 from billing.enforcement.service import Enforcer
 from billing.jobs import add_rollup_job
@@ -142,6 +143,7 @@ class Stack:
         panels: Panels | None = None,
         refresh_s: float = 30.0,
         default_window: str = "24h",
+        scaler: DeploymentScaler | None = None,
     ) -> None:
         self.settings, self.engine, self.clock = settings, engine, clock
         self.scheduler = BackgroundScheduler(timezone="UTC")
@@ -153,14 +155,20 @@ class Stack:
             config=config,
             redis_url=settings.redis_url,
             extensions=[
-                make_extension(clock=clock),
+                make_extension(clock=clock, scaler=scaler),
                 health_extension(self.scheduler, self.monitor),
             ],
         )
         enforcer: Enforcer = self.api.state.costctl.extras[ENFORCER]
         add_rollup_job(self.scheduler, engine, config, clock)
         add_budget_job(
-            self.scheduler, engine, config, clock, redis_url=settings.redis_url, enforcer=enforcer
+            self.scheduler,
+            engine,
+            config,
+            clock,
+            redis_url=settings.redis_url,
+            enforcer=enforcer,
+            scaler=scaler,
         )
         add_weekly_export_job(self.scheduler, engine, config, clock)
         for hook in job_hooks:

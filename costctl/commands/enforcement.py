@@ -52,7 +52,7 @@ def default_scaler(settings: Settings) -> DeploymentScaler:
 SCALER_FACTORY: Callable[[Settings], DeploymentScaler] = default_scaler
 
 
-def _scaler(settings: Settings) -> tuple[DeploymentScaler | None, str | None]:
+def kube_scaler(settings: Settings) -> tuple[DeploymentScaler | None, str | None]:
     """The scaler, or None and why: a missing cluster must not stop a kill."""
     try:
         return SCALER_FACTORY(settings), None
@@ -234,7 +234,7 @@ def kill_cmd(
     spec = _validated(KillIn, {"scope": scope, "target": target, "reason": reason})
     scaler, why = (None, None)
     if spec.scope == KillScope.model and not no_scale:
-        scaler, why = _scaler(c.settings)
+        scaler, why = kube_scaler(c.settings)
     out = kill(
         c.engine,
         scope=spec.scope,
@@ -269,7 +269,7 @@ def revive_cmd(
     target = "*" if scope == KillScope.global_ else target
     if scope != KillScope.global_ and target == "*":
         fail(f"a {scope.value} needs a target name")
-    scaler, why = _scaler(c.settings) if scope == KillScope.model else (None, None)
+    scaler, why = kube_scaler(c.settings) if scope == KillScope.model else (None, None)
     out = revive(
         c.engine,
         scope=scope,

@@ -12,6 +12,7 @@ from billing.config import ExportFormat
 from billing.db import init_db, make_engine
 from billing.windows import WindowError
 from costctl.bench.common import AZURE_CONV
+from costctl.commands.enforcement import kube_scaler
 from costctl.context import fail, get_ctx, now
 
 export_app = typer.Typer(help="Cost-review exports.", no_args_is_help=True)
@@ -49,8 +50,15 @@ def serve(
     )
     engine = make_engine(settings.database_url)
     init_db(engine)
+    scaler, why = kube_scaler(settings)
+    if why:
+        typer.echo(
+            f"note: no Kubernetes cluster ({why}); a model kill-switch will deny requests "
+            "but cannot scale Deployments to zero",
+            err=True,
+        )
     try:
-        stack = Stack(settings, engine, clock=now, job_hooks=(nvml_sampling_hook,))
+        stack = Stack(settings, engine, clock=now, job_hooks=(nvml_sampling_hook,), scaler=scaler)
     except OSError as exc:
         fail(f"cannot listen: {exc}", code=1)
 

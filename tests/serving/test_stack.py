@@ -93,3 +93,35 @@ def test_run_stops_on_event(engine: Engine) -> None:
     run(stack, duration=30, stop=stop, on_started=started, on_stopping=lambda: seen.append(0))
     assert seen == [200, 0]
     assert not stack.scheduler.running
+
+
+class RecordingScaler:
+    """A DeploymentScaler that remembers calls (the real one is tested over the fake k8s API)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int]] = []
+        self.replicas = {"llama-3-70b": 3}
+
+    def scale_model(self, model: str, replicas: int) -> int:
+        self.calls.append((model, replicas))
+        before, self.replicas[model] = self.replicas.get(model, 0), replicas
+        return before
+
+
+def test_serve_hands_the_scaler_to_the_kill_switch(engine: Engine) -> None:
+    scaler = RecordingScaler()
+    now = datetime.now(UTC)
+    key = create_key(engine, name="a", role=ApiRole.admin, customer=None, now=now)
+    stack = Stack(settings(), engine, clock=lambda: datetime.now(UTC), scaler=scaler)
+    stack.start()
+    try:
+        h = {"Authorization": f"Bearer {key}"}
+        with httpx.Client(base_url=stack.api_url, timeout=10, headers=h) as api:
+            body = {"scope": "model", "target": "llama-3-70b", "reason": "runaway"}
+            assert api.post("/v1/killswitches", json=body).status_code == 201
+            assert scaler.calls == [("llama-3-70b", 0)]
+            r = api.post("/v1/killswitches/model/llama-3-70b/revive", json={"reason": "fixed"})
+            assert r.status_code == 200
+            assert scaler.calls[-1] == ("llama-3-70b", 3)
+    finally:
+        stack.stop()
