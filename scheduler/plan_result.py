@@ -32,7 +32,8 @@ def mig_config_name(devices: Iterable[tuple[int, tuple[str, ...] | None]]) -> st
     Details: "all-disabled" when no device uses MIG, else "costctl-" + 10 hex of the SHA-1
     of the sorted (index, profiles) list, so equal layouts share one config.
     """
-    items = sorted(devices)
+    # key sorts None (MIG off) before layouts, so equal indexes never compare None to a tuple
+    items = sorted(devices, key=lambda d: (d[0], d[1] is not None, d[1] or ()))
     if all(p is None for _, p in items):
         return ALL_DISABLED
     digest = hashlib.sha1(repr(items).encode()).hexdigest()[:10]
