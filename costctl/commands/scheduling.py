@@ -166,8 +166,12 @@ def _table(d: dict[str, Any]) -> str:
     lines = [
         f"plan: {d['gpus_used']} GPUs, ${d['usd_per_hour']:.2f}/h "
         f"(lower bound {d['lower_bound']['gpus']} GPUs, ${d['lower_bound']['usd_per_hour']:.2f}/h)",
-        f"current: ${d['current_usd_per_hour']:.2f}/h  saving vs current: "
-        f"${d['saving_vs_current_usd_per_hour']:.2f}/h",
+        (
+            f"current: ${d['current_usd_per_hour']:.2f}/h  saving vs current: "
+            f"${d['saving_vs_current_usd_per_hour']:.2f}/h"
+            if d["current_usd_per_hour"] > 0
+            else "current: no placement recorded (nothing applied yet): every slot is a move"
+        ),
         f"one model per GPU: {d['one_per_gpu']['gpus']} GPUs, "
         f"${d['one_per_gpu']['usd_per_hour']:.2f}/h  saving: "
         f"${d['saving_vs_one_per_gpu_usd_per_hour']:.2f}/h",
