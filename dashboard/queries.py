@@ -15,22 +15,13 @@ import pandas as pd
 from sqlalchemy import ColumnElement, String, func, or_, select, tuple_, type_coerce
 from sqlalchemy.engine import Connection, Engine
 
+from billing.attribution import LEDGER_COLUMNS
 from billing.models import Allocation, GpuSample, LedgerEntry, LedgerHour, table_of
 from billing.windows import Window
 
 Bucket = Literal["hour", "day"]
-LEDGER_READ = [
-    "hour",
-    "model",
-    "customer",
-    "request_type",
-    "kind",
-    "gpu_seconds",
-    "input_tokens",
-    "output_tokens",
-    "requests",
-    "cost_cents",
-]
+# The ledger's columns minus the pre-rounding detail (cost_cents is the billed figure).
+LEDGER_READ = [c for c in LEDGER_COLUMNS if c not in ("gpu_cost_usd", "cost_adjustment_usd")]
 DEVICE_READ = [
     "gpu_uuid",
     "parent_uuid",
