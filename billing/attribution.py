@@ -95,9 +95,11 @@ def _empty_allocated() -> pd.DataFrame:
 def _allocated(allocations: pd.DataFrame, metered: pd.DataFrame, window: Window) -> pd.DataFrame:
     """Allocated GPU-seconds per hour x GPU x model, capped by what the GPU was metered.
 
-    Details: raw = fraction x overlap([start, end), hour); if a GPU's raw total in an hour
-    exceeds its metered seconds (time-slice replicas, gaps in sampling), every allocation on
-    it is scaled by metered / raw, so no cost is created.
+    Details: alloc = fraction x min(overlap([start, end), hour), metered seconds of the GPU in
+    that hour): an allocation cannot hold GPU time that was not metered (the current, partial
+    hour; sampling gaps). If a GPU's total still exceeds its metered seconds (time-slice
+    replicas whose fractions add up past 1), every allocation on it is scaled by
+    metered / total, so no cost is created.
     """
     if allocations.empty or metered.empty:
         return _empty_allocated()
@@ -119,11 +121,12 @@ def _allocated(allocations: pd.DataFrame, metered: pd.DataFrame, window: Window)
     )
     lo = a[["start", "hour"]].max(axis=1)
     hi = pd.concat([a["end"], a["hour"] + pd.Timedelta(hours=1)], axis=1).min(axis=1)
-    a["alloc_s"] = a["fraction"] * (hi - lo).dt.total_seconds().clip(lower=0)
-    summed = a.groupby(["hour", "gpu_uuid", "model"], observed=True, sort=False)["alloc_s"].sum()
-    a = summed.reset_index().merge(
-        metered[["hour", "gpu_uuid", "metered_s"]], on=["hour", "gpu_uuid"]
-    )
+    a["overlap_s"] = (hi - lo).dt.total_seconds().clip(lower=0)
+    a = a.merge(metered[["hour", "gpu_uuid", "metered_s"]], on=["hour", "gpu_uuid"])
+    a["alloc_s"] = a["fraction"] * np.minimum(a["overlap_s"], a["metered_s"])
+    keys = ["hour", "gpu_uuid", "model"]
+    summed = a.groupby(keys, observed=True, sort=False)[["alloc_s"]].sum().reset_index()
+    a = summed.merge(metered[["hour", "gpu_uuid", "metered_s"]], on=["hour", "gpu_uuid"])
     raw = a.groupby(["hour", "gpu_uuid"], sort=False)["alloc_s"].transform("sum")
     a["alloc_s"] *= np.minimum(1.0, a["metered_s"] / raw.where(raw > 0, 1.0))
     return a[["hour", "gpu_uuid", "model", "alloc_s"]]

@@ -80,7 +80,7 @@ def demo(
     seed: Annotated[int, typer.Option()] = 7,
 ) -> None:
     """Demo on SQLite: simulated GPUs, the Azure trace replayed at speed, API + dashboard."""
-    from costctl.demo import Replayer, demo_database, demo_settings, prepare
+    from costctl.demo import Replayer, demo_database, demo_settings, fleet_hook, prepare
     from costctl.serve import Stack, run
 
     if not trace.is_file():
@@ -92,7 +92,14 @@ def demo(
     init_db(engine)
     keys = prepare(engine, settings, now())
     try:
-        stack = Stack(settings, engine, clock=now, refresh_s=5.0, default_window="1h")
+        stack = Stack(
+            settings,
+            engine,
+            clock=now,
+            job_hooks=(fleet_hook,),
+            refresh_s=5.0,
+            default_window="1h",
+        )
     except OSError as exc:
         fail(f"cannot listen (try --port/--dashboard-port): {exc}", code=1)
     replayer: list[Replayer] = []

@@ -258,3 +258,22 @@ def test_unknown_utilisation_is_billed_not_idled() -> None:
     assert by["attributed"] == pytest.approx(3600 * 3 / 7 + 900)
     assert by["idle"] == pytest.approx(2700)
     assert by["unallocated"] == pytest.approx(3600 * 4 / 7)
+
+
+def test_partial_hour_keeps_the_allocation_fraction() -> None:
+    """An open allocation in the current hour holds its fraction of the metered time only."""
+    fleet = Fleet(gpus=[GpuSpec("g0", seconds=60)])  # the GPU has been metered for 60 s
+    alloc = allocations([("m", "g0", 0.7, T0, None)])
+    r = attribute(
+        samples=fleet.samples(),
+        processes=EMPTY_PROC,
+        allocations=alloc,
+        usage=usage(5, models=("m",), seconds=60),
+        prices=PRICES,
+        window=Window(T0, T0 + HOUR),
+        weights=AttributionWeights(),
+    )
+    by = r.rows.groupby("kind")["gpu_seconds"].sum()
+    # 0.7 x 60 s held by m, 0.3 x 60 s unallocated (not 60 s stretched over a whole hour)
+    assert by["attributed"] == pytest.approx(42.0)
+    assert by["unallocated"] == pytest.approx(18.0)
