@@ -8,6 +8,7 @@ session's viewer at the edge.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -76,6 +77,17 @@ def resolve_window(text: str, now: datetime) -> Window:
         return parse_window("24h", now)
 
 
+def usd_small(usd: float) -> str:
+    """USD with enough decimals for sub-cent unit costs, never in e-notation.
+
+    Details: >= 0.01 -> 4 decimals; below, 3 significant digits (0.00000255 -> "$0.00000255").
+    """
+    if usd == 0 or abs(usd) >= 0.01:
+        return f"${usd:,.4f}"
+    decimals = min(12, 2 - math.floor(math.log10(abs(usd))))
+    return f"${usd:.{decimals}f}"
+
+
 def render(data: DashData, sel: Selection, viewer: Viewer) -> Rendered:
     """Figures and headline figures of ``data`` under ``sel`` (pure).
 
@@ -116,7 +128,7 @@ def render(data: DashData, sel: Selection, viewer: Viewer) -> Rendered:
 
 def kpi_items(k: tf.Kpis, viewer: Viewer) -> list[tuple[str, str]]:
     """Formatted headline figures (a tenant sees only what it is billed)."""
-    per_1k = "–" if k.usd_per_1k_tokens is None else f"${k.usd_per_1k_tokens:.4g}"
+    per_1k = "–" if k.usd_per_1k_tokens is None else usd_small(k.usd_per_1k_tokens)
     items = [
         ("billed cost", f"${k.attributed_usd:,.2f}"),
         ("cost per 1k tokens", per_1k),

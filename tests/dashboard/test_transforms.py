@@ -176,3 +176,19 @@ def test_device_utilization_gpu_and_mig_slices() -> None:
 def test_bucket_freq() -> None:
     assert tf.bucket_freq(Window(T0, T0 + 24 * H)) == "h"
     assert tf.bucket_freq(Window(T0, T0 + 7 * 24 * H)) == "D"
+
+
+@pytest.mark.parametrize(
+    ("usd", "text"),
+    [
+        (2.552e-06, "$0.00000255"),
+        (0.000999, "$0.000999"),
+        (0.0123, "$0.0123"),
+        (1.5, "$1.5000"),
+        (0.0, "$0.0000"),
+    ],
+)
+def test_unit_cost_is_never_in_e_notation(usd: float, text: str) -> None:
+    from dashboard.callbacks import usd_small
+
+    assert usd_small(usd) == text

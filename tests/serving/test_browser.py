@@ -77,15 +77,20 @@ def demo(tmp_path: Path) -> Iterator[tuple[Stack, DemoKeys, Engine]]:
     )
     replay.start()
     try:
-        deadline = time.monotonic() + 60
-        rows = 0
-        while time.monotonic() < deadline and rows == 0:
+        # wait until tenants are billed: the fleet's load follows the replayed usage, so the
+        # first rollups (before any load) are rightly all idle
+        deadline = time.monotonic() + 90
+        billed = 0
+        t = table_of(LedgerEntry).c
+        while time.monotonic() < deadline and billed == 0:
             time.sleep(1)
             with engine.connect() as c:
-                rows = c.execute(
-                    select(func.count()).select_from(table_of(LedgerEntry))
+                billed = c.execute(
+                    select(func.coalesce(func.sum(t.cost_cents), 0)).where(
+                        t.kind == "attributed"
+                    )
                 ).scalar_one()
-        assert rows > 0, f"no ledger rows after 60 s (replay error: {replay.error})"
+        assert billed > 0, f"no billed cost after 90 s (replay error: {replay.error})"
         yield stack, keys, engine
     finally:
         replay.stop()
