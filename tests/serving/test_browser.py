@@ -86,9 +86,7 @@ def demo(tmp_path: Path) -> Iterator[tuple[Stack, DemoKeys, Engine]]:
             time.sleep(1)
             with engine.connect() as c:
                 billed = c.execute(
-                    select(func.coalesce(func.sum(t.cost_cents), 0)).where(
-                        t.kind == "attributed"
-                    )
+                    select(func.coalesce(func.sum(t.cost_cents), 0)).where(t.kind == "attributed")
                 ).scalar_one()
         assert billed > 0, f"no billed cost after 90 s (replay error: {replay.error})"
         yield stack, keys, engine

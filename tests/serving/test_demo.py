@@ -83,9 +83,7 @@ def test_demo_runs_costs_flow_and_stops_cleanly(tmp_path: Path) -> None:
             deadline = time.monotonic() + 90
             while time.monotonic() < deadline and (requests == 0 or billed == 0):
                 time.sleep(1)
-                r = api.get(
-                    "/v1/costs", params={"window": "1h", "group_by": "kind"}, headers=admin
-                )
+                r = api.get("/v1/costs", params={"window": "1h", "group_by": "kind"}, headers=admin)
                 assert r.status_code == 200
                 rows_by_kind = {row["kind"]: row for row in r.json()["rows"]}
                 attributed = rows_by_kind.get("attributed", {})
