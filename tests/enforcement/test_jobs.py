@@ -123,3 +123,22 @@ def test_add_budget_job_runs(engine: Engine) -> None:
     (job,) = sched.get_jobs()
     assert job.id == "billing.enforcement.budgets"
     assert isinstance(enf, Enforcer)
+
+
+def test_only_drift_that_outlives_a_run_is_a_warning(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A late event the sweeper will never re-read keeps counters off: warned on the 2nd run."""
+    _budget(engine, "acme", customer="acme", limit_usd=1.0)
+    enf = Enforcer(engine, EnforcementConfig(), clock=Clock())
+    sweeper = Sweeper(overlap_s=0, watermark=NOW + timedelta(minutes=30))
+    # stored without the hook and older than the sweeper's overlap: nobody settles it
+    _ingest(engine, usage("late", 0, 4000))
+    with caplog.at_level("DEBUG", logger="billing.enforcement.jobs"):
+        first = evaluate_budgets(enf, NOW + timedelta(minutes=31), sweeper)
+        warned_first = [r for r in caplog.records if r.levelname == "WARNING"]
+        second = evaluate_budgets(enf, NOW + timedelta(minutes=32), sweeper)
+    assert first.max_drift_micros == second.max_drift_micros == 6000  # counters lag truth
+    assert warned_first == []
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and "budgets: acme" in warned[0]
