@@ -14,21 +14,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-import pandas as pd
 import plotly.graph_objects as go
-from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from billing.config import DEFAULT_PRICE_BOOK
-from billing.models import GpuSample, table_of
-from billing.pricebook import prices_at, read_price_book
 from dashboard import figures
 from dashboard.auth import Viewer
 from scheduler.config import SchedulerConfig
-from scheduler.demand import demand_profiles, load_process_frame
-from scheduler.jobs import current_slots
-from scheduler.model import Isolation, LatencyClass, Snapshot
-from scheduler.snapshot import gpus_from_samples, make_snapshot, price_map
+from scheduler.model import Snapshot
+from scheduler.store_snapshot import snapshot_from_store
 from scheduler.views import PackingView, WhatIf, packing_view, what_if
 
 PLAN_TITLE = "Packing plan per GPU (share of each GPU per model)"
@@ -37,39 +30,8 @@ MULTIPLIERS = (3.0, 5.0, 10.0)
 
 
 def load_snapshot(engine: Engine, config: SchedulerConfig, now: datetime) -> Snapshot | None:
-    """GPUs, measured demand and current placement from the store; None without samples."""
-    frame = prices_at(engine, now)
-    prices = price_map(frame if not frame.empty else read_price_book(DEFAULT_PRICE_BOOK))
-    t = table_of(GpuSample).c
-    cols = [
-        t.ts,
-        t.node,
-        t.gpu_uuid,
-        t.parent_uuid,
-        t.gpu_index,
-        t.gpu_type,
-        t.pricing_class,
-        t.mig_profile,
-    ]
-    with engine.connect() as conn:
-        samples = pd.read_sql(
-            select(*cols).where(t.ts >= now - timedelta(minutes=10), t.ts <= now), conn
-        )
-    gpus = gpus_from_samples(samples, prices)
-    if not gpus:
-        return None
-    procs, types = load_process_frame(engine, now, config.demand_window_h)
-    workloads = demand_profiles(
-        procs,
-        types,
-        headroom=config.headroom,
-        mem_headroom=config.mem_headroom,
-        isolation={m: Isolation(v) for m, v in config.model_isolation.items()},
-        latency={m: LatencyClass(v) for m, v in config.model_latency.items()},
-    )
-    if not workloads:
-        return None
-    return make_snapshot(gpus, workloads, current_slots(engine), now)
+    """The fleet as sampled in the last 10 minutes, with measured demand; None without data."""
+    return snapshot_from_store(engine, config, now, lookback=timedelta(minutes=10))
 
 
 def _slot_label(slot: dict[str, object]) -> str:

@@ -18,24 +18,19 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
-import pandas as pd
 import typer
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import select
 
-from billing.config import DEFAULT_PRICE_BOOK
-from billing.models import GpuSample, table_of
-from billing.pricebook import prices_at, read_price_book
 from costctl.context import AppContext, fail, get_ctx, now
 from costctl.settings import Settings
-from scheduler.demand import demand_profiles, load_process_frame
-from scheduler.jobs import current_slots, make_collectors, sample_once
+from scheduler.jobs import make_collectors, sample_once
 from scheduler.model import Isolation, LatencyClass, Snapshot, Workload
 from scheduler.planner import plan as make_plan
 from scheduler.policy import Policy
 from scheduler.simfleet import NodeSpec, build_fleet
-from scheduler.snapshot import fleet_gpus, gpus_from_samples, make_snapshot, price_map
+from scheduler.snapshot import PriceMap, fleet_gpus, make_snapshot
+from scheduler.store_snapshot import snapshot_from_store, store_prices
 from scheduler.views import plan_to_dict
 
 
@@ -67,11 +62,8 @@ class _SpecIn(BaseModel):
     workloads: list[_WorkloadIn]
 
 
-def _prices(c: AppContext) -> dict[tuple[str, str], float]:
-    frame = prices_at(c.engine, now())
-    if frame.empty:
-        frame = read_price_book(DEFAULT_PRICE_BOOK)
-    return price_map(frame)
+def _prices(c: AppContext) -> PriceMap:
+    return store_prices(c.engine, now())
 
 
 def load_spec(path: Path) -> _SpecIn:
@@ -90,7 +82,6 @@ def load_spec(path: Path) -> _SpecIn:
 def build_snapshot(c: AppContext, spec: Path | None) -> Snapshot:
     """The planner's input from a spec file or from the store."""
     prices = _prices(c)
-    current = current_slots(c.engine)
     if spec is not None:
         s = load_spec(spec)
         try:
@@ -124,34 +115,13 @@ def build_snapshot(c: AppContext, spec: Path | None) -> Snapshot:
             for w in s.workloads
         ]
         return make_snapshot(gpus, workloads, (), now())
-    cfg = c.settings.scheduler
-    t = table_of(GpuSample).c
-    with c.engine.connect() as conn:
-        samples = pd.read_sql(
-            select(
-                t.ts,
-                t.node,
-                t.gpu_uuid,
-                t.parent_uuid,
-                t.gpu_index,
-                t.gpu_type,
-                t.pricing_class,
-                t.mig_profile,
-            ).where(t.ts >= now() - timedelta(hours=1)),
-            conn,
+    snap = snapshot_from_store(c.engine, c.settings.scheduler, now(), prices=prices)
+    if snap is None:
+        fail(
+            "no GPU samples or no measured demand in the last hour: run `costctl sample` / "
+            "`costctl demo`, or pass --spec"
         )
-    gpus = gpus_from_samples(samples, prices)
-    if not gpus:
-        fail("no GPU samples in the last hour: run `costctl sample` / `costctl demo`, or --spec")
-    procs, types = load_process_frame(c.engine, now(), cfg.demand_window_h)
-    workloads = demand_profiles(
-        procs,
-        types,
-        headroom=cfg.headroom,
-        isolation={m: Isolation(v) for m, v in cfg.model_isolation.items()},
-        latency={m: LatencyClass(v) for m, v in cfg.model_latency.items()},
-    )
-    return make_snapshot(gpus, workloads, current, now())
+    return snap
 
 
 def _slot_label(s: dict[str, Any]) -> str:
