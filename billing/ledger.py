@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import ColumnElement, and_, delete, func, or_, select
+from sqlalchemy import ColumnElement, and_, delete, func, insert, or_, select
 from sqlalchemy.engine import Connection, Engine
 
 from billing.attribution import (
@@ -26,6 +26,7 @@ from billing.config import BillingConfig
 from billing.ingest import bulk_insert_ignore
 from billing.models import (
     Allocation,
+    DeviceHour,
     GpuProcessSample,
     GpuSample,
     LedgerEntry,
@@ -60,6 +61,50 @@ def _hour_expr(conn: Connection, column: Any) -> ColumnElement[Any]:
     if conn.dialect.name == "sqlite":
         return func.strftime("%Y-%m-%d %H:00:00", column)
     return func.date_trunc("hour", column)
+
+
+def replace_device_hours(conn: Connection, window: Window) -> int:
+    """Re-sum ``gpu_sample`` per hour x device into ``device_hour`` for ``window`` (in SQL).
+
+    Details: delete the window's hours, then one INSERT ... SELECT ... GROUP BY; on SQLite the
+    hour is written in the same text form as every other DateTime so range filters compare.
+    """
+    s, d = table_of(GpuSample).c, table_of(DeviceHour)
+    if conn.dialect.name == "sqlite":
+        hour: Any = func.strftime("%Y-%m-%d %H:00:00.000000", s.ts)
+    else:
+        hour = func.date_trunc("hour", s.ts)
+    conn.execute(delete(d).where(d.c.hour >= window.start, d.c.hour < window.end))
+    summed = (
+        select(
+            hour,
+            s.gpu_uuid,
+            func.max(s.parent_uuid),
+            func.max(s.gpu_type),
+            func.max(s.mig_profile),
+            func.sum(s.interval_s),
+            func.sum(func.coalesce(s.sm_util, 0.0) * s.interval_s / 100.0),
+            func.min(s.ts),
+            func.max(s.ts),
+            func.max(s.interval_s),
+        )
+        .where(s.ts >= window.start, s.ts < window.end)
+        .group_by(hour, s.gpu_uuid)
+    )
+    cols = [
+        "hour",
+        "gpu_uuid",
+        "parent_uuid",
+        "gpu_type",
+        "mig_profile",
+        "sample_s",
+        "busy_s",
+        "first",
+        "last",
+        "interval_s",
+    ]
+    res = conn.execute(insert(d).from_select(cols, summed))
+    return int(res.rowcount or 0)
 
 
 def load_usage_by_hour(conn: Connection, window: Window) -> pd.DataFrame:
@@ -131,6 +176,8 @@ def rollup(engine: Engine, window: Window, config: BillingConfig) -> RollupResul
         idle_policy=config.idle_policy,
     )
     write_attribution(engine, w, result, computed_at=w.end)
+    with engine.begin() as conn:
+        replace_device_hours(conn, w)
     return RollupResult(
         window=w,
         hours=len(result.hours),

@@ -203,6 +203,27 @@ class LedgerHour(SQLModel, table=True):
     computed_at: datetime = _ts(index=False)
 
 
+class DeviceHour(SQLModel, table=True):
+    """GPU or MIG-instance samples summed per hour (written by the rollup with the ledger).
+
+    What dashboards read instead of raw samples: a 30-day window is hours x devices rows.
+    busy_s = Σ sm_util/100 x interval_s (a sample without sm_util counts as not busy).
+    """
+
+    __tablename__ = "device_hour"
+
+    hour: datetime = Field(sa_column=Column(DateTime(timezone=True), primary_key=True))
+    gpu_uuid: str = Field(max_length=200, primary_key=True)
+    parent_uuid: str | None = Field(default=None, max_length=200)
+    gpu_type: str = Field(max_length=64)
+    mig_profile: str | None = Field(default=None, max_length=32)
+    sample_s: float = 0.0
+    busy_s: float = 0.0
+    first: datetime = _ts(index=False)
+    last: datetime = _ts(index=False)
+    interval_s: float = 0.0
+
+
 class ApiRole(StrEnum):
     admin = "admin"
     ingest = "ingest"

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import pandas as pd
-from sqlalchemy import ColumnElement, String, func, or_, select, tuple_, type_coerce
+from sqlalchemy import ColumnElement, String, func, or_, select, type_coerce
 from sqlalchemy.engine import Connection, Engine
 
 from billing.attribution import LEDGER_COLUMNS
-from billing.models import Allocation, GpuSample, LedgerEntry, LedgerHour, table_of
-from billing.windows import Window
+from billing.models import Allocation, DeviceHour, LedgerEntry, LedgerHour, table_of
+from billing.windows import Window, floor_hour
 
 Bucket = Literal["hour", "day"]
 # The ledger's columns minus the pre-rounding detail (cost_cents is the billed figure).
@@ -143,38 +143,30 @@ def read_hours(conn: Connection, window: Window) -> pd.DataFrame:
 
 
 def read_devices(conn: Connection, window: Window) -> pd.DataFrame:
-    """GPU and MIG-instance samples summed per device over ``window`` in SQL (DEVICE_READ).
+    """GPU and MIG-instance usage per device over ``window`` (DEVICE_READ), from ``device_hour``.
 
-    Details: sample_s = Σ interval_s; busy_s = Σ sm_util/100 x interval_s (a sample without
-    sm_util counts as not busy); first/last = the device's first and last sample time,
-    interval_s = its longest sampling interval. One lean scan grouped per device (a 30-day
-    window of a sampled fleet is the costliest read of a render); parent, type and MIG
-    profile come from each device's last sample, looked up by the (gpu_uuid, ts) key.
+    Details: the rollup sums raw samples per hour x device (billing.ledger.replace_device_hours),
+    so this reads hours x devices rows, not samples: sample_s and busy_s are summed, first/last
+    are the device's first and last sample, interval_s its longest sampling interval, over the
+    whole hours that overlap the window (the ledger's granularity too).
     """
-    s = table_of(GpuSample).c
+    d = table_of(DeviceHour).c
     stmt = (
         select(
-            s.gpu_uuid,
-            func.sum(s.interval_s).label("sample_s"),
-            func.sum(func.coalesce(s.sm_util, 0.0) * s.interval_s / 100.0).label("busy_s"),
-            raw_time(func.min(s.ts)).label("first"),
-            raw_time(func.max(s.ts)).label("last"),
-            func.max(s.interval_s).label("interval_s"),
+            d.gpu_uuid,
+            func.max(d.parent_uuid).label("parent_uuid"),
+            func.max(d.gpu_type).label("gpu_type"),
+            func.max(d.mig_profile).label("mig_profile"),
+            func.sum(d.sample_s).label("sample_s"),
+            func.sum(d.busy_s).label("busy_s"),
+            raw_time(func.min(d.first)).label("first"),
+            raw_time(func.max(d.last)).label("last"),
+            func.max(d.interval_s).label("interval_s"),
         )
-        .where(s.ts >= window.start, s.ts < window.end)
-        .group_by(s.gpu_uuid)
+        .where(d.hour >= floor_hour(window.start), d.hour < window.end)
+        .group_by(d.gpu_uuid)
     )
     df = pd.read_sql(stmt, conn)
-    meta = pd.DataFrame(columns=["gpu_uuid", "parent_uuid", "gpu_type", "mig_profile"])
-    if not df.empty:
-        last = [(u, t) for u, t in zip(df["gpu_uuid"], df["last"], strict=True)]
-        meta = pd.read_sql(
-            select(s.gpu_uuid, s.parent_uuid, s.gpu_type, s.mig_profile).where(
-                tuple_(s.gpu_uuid, raw_time(s.ts)).in_(last)
-            ),
-            conn,
-        ).drop_duplicates("gpu_uuid")
-    df = df.merge(meta, on="gpu_uuid", how="left")
     for c in ("first", "last"):
         df[c] = pd.to_datetime(df[c], utc=True, format="ISO8601")
     for c in ("sample_s", "busy_s", "interval_s"):

@@ -33,7 +33,7 @@ from billing.enforcement.models import Period
 from billing.enforcement.schemas import BudgetCreate
 from billing.enforcement.store import set_budget
 from billing.ingest import bulk_insert_ignore, ingest_usage_rows
-from billing.ledger import metered_cents, write_attribution
+from billing.ledger import metered_cents, replace_device_hours, write_attribution
 from billing.models import Allocation, GpuProcessSample, GpuSample, UsageEvent, table_of
 from billing.pricebook import prices_at, read_price_book, store_prices
 from billing.replay import CUSTOMERS, MODEL_MIX, read_azure_trace, zipf_weights
@@ -228,6 +228,8 @@ def build(engine: Engine, usage: pd.DataFrame, fleet: dict[str, pd.DataFrame], d
             weights=config.weights,
         )
         write_attribution(engine, w, result, computed_at=w.end)
+        with engine.begin() as conn:  # what the rollup job writes beside the ledger
+            replace_device_hours(conn, w)
     for name, spec in {
         "acme-monthly": BudgetCreate(customer="acme", period=Period.monthly, limit_usd=2000.0),
         "all-weekly": BudgetCreate(period=Period.weekly, limit_usd=5000.0),
