@@ -85,7 +85,12 @@ def _sqlite_times(
     table: Table, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
 ) -> Sequence[tuple[Any, ...]]:
     """DateTime values as the UTC text SQLAlchemy's SQLite dialect reads back."""
-    at = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, DateTime)]
+    at = [
+        i
+        for i, c in enumerate(columns)
+        if isinstance(table.c[c].type, DateTime)
+        and not all(isinstance(r[i], str) for r in rows)  # rendered already (usage_rows)
+    ]
     if not at:
         return rows
     if len(at) == 1:
@@ -178,13 +183,19 @@ def _bulk_insert_ignore(
         cur.close()
 
 
-def usage_rows(events: Iterable[UsageEventIn]) -> list[tuple[Any, ...]]:
-    """Validated events as rows in USAGE_COLUMNS order."""
+def usage_rows(
+    events: Iterable[UsageEventIn], *, sqlite_text: bool = False
+) -> list[tuple[Any, ...]]:
+    """Validated events as rows in USAGE_COLUMNS order.
+
+    ``sqlite_text`` renders the time as SQLite's UTC text here, so a caller that validates
+    in one thread and stores in another moves that per-row cost off the store stage.
+    """
     return [
         (
             e["source"],
             e["id"],
-            e["time"],
+            utc_text(e["time"]) if sqlite_text else e["time"],
             e["model"],
             e["customer"],
             e["request_type"],
@@ -207,7 +218,9 @@ def ingest_usage_rows(engine: Engine, rows: Sequence[tuple[Any, ...]]) -> Ingest
 
 def ingest_usage(engine: Engine, events: Sequence[UsageEventIn]) -> IngestResult:
     """Store validated usage events in one transaction, exactly once per (source, id)."""
-    return ingest_usage_rows(engine, usage_rows(events))
+    return ingest_usage_rows(
+        engine, usage_rows(events, sqlite_text=engine.dialect.name == "sqlite")
+    )
 
 
 RESERVED_MSG = "names starting with '__' are reserved for idle and unallocated ledger rows"

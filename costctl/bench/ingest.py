@@ -75,6 +75,7 @@ def run_batches(
     the database works, so the two stages overlap on two cores.
     """
     t: dict[str, float] = {"inserted": 0}
+    sqlite = engine.dialect.name == "sqlite"
     queue: Queue[list[tuple[Any, ...]] | None] = Queue(maxsize=2)
 
     def store(rows: list[tuple[Any, ...]]) -> None:
@@ -92,7 +93,7 @@ def run_batches(
         for i in range(0, len(payload), batch):
             with timer(t, "validate_s"):
                 good, errors = validate_usage_batch(payload[i : i + batch])
-                rows = usage_rows(good)
+                rows = usage_rows(good, sqlite_text=sqlite)
             assert not errors, errors[:3]
             if thread:
                 queue.put(rows)
