@@ -15,7 +15,7 @@ from billing.models import Allocation, UsageEvent, table_of
 from billing.pricebook import read_price_book, store_prices
 from billing.replay import MODEL_MIX, assign, load_events, read_azure_trace
 from billing.windows import Window
-from tests.utils.factories import T0, Fleet, GpuSpec
+from tests.utils.factories import T0, replay_fleet
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "azure-llm-2023"
 CONV = DATA / "AzureLLMInferenceTrace_conv.csv"
@@ -50,25 +50,7 @@ def test_replay_attribution_conserves_cost_to_the_cent(engine: Engine) -> None:
     assert ingest_usage(engine, events).inserted == 19366
     assert ingest_usage(engine, events[:1000]).duplicates == 1000
 
-    gpus = [
-        GpuSpec(f"g{i}", gpu_type=t, pricing_class=p, seconds=3 * 3600, interval_s=10)
-        for i, (t, p) in enumerate(
-            [
-                ("A100-80GB", "on-demand"),
-                ("A100-80GB", "spot"),
-                ("H100-80GB", "on-demand"),
-                ("H100-80GB", "reserved"),
-            ]
-        )
-    ]
-    fleet = Fleet(
-        gpus=gpus,
-        processes=[
-            ("llama-3-70b", "g2", 55.0),
-            ("llama-3-8b", "g0", 25.0),
-            ("mistral-7b", "g0", 15.0),
-        ],
-    )
+    fleet = replay_fleet(interval_s=10)
     samples, procs = fleet.sample_rows()
     ingest_gpu_samples(engine, samples, procs)
     with Session(engine) as s:

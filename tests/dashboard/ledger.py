@@ -18,7 +18,7 @@ from billing.pricebook import read_price_book, store_prices
 from billing.replay import load_events
 from billing.schemas import GpuSampleIn
 from billing.windows import Window
-from tests.utils.factories import T0, Fleet, GpuSpec
+from tests.utils.factories import T0, replay_fleet
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "azure-llm-2023"
 CONV = DATA / "AzureLLMInferenceTrace_conv.csv"
@@ -44,25 +44,7 @@ def build_ledger(engine: Engine, *, speed: float = 1.0, t0: datetime = T0, seed:
     store_prices(engine, read_price_book(config.price_book_path), t0 - timedelta(days=1))
     events = load_events(CONV, seed=seed, start=t0 + timedelta(minutes=20), speed=speed)
     ingest_usage(engine, events)
-    gpus = [
-        GpuSpec(f"g{i}", gpu_type=t, pricing_class=p, start=t0, seconds=3 * 3600, interval_s=30)
-        for i, (t, p) in enumerate(
-            [
-                ("A100-80GB", "on-demand"),
-                ("A100-80GB", "spot"),
-                ("H100-80GB", "on-demand"),
-                ("H100-80GB", "reserved"),
-            ]
-        )
-    ]
-    fleet = Fleet(
-        gpus=gpus,
-        processes=[
-            ("llama-3-70b", "g2", 55.0),
-            ("llama-3-8b", "g0", 25.0),
-            ("mistral-7b", "g0", 15.0),
-        ],
-    )
+    fleet = replay_fleet(start=t0, interval_s=30)
     samples, procs = fleet.sample_rows()
     slices = [
         GpuSampleIn(

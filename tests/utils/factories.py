@@ -137,3 +137,33 @@ PRICES = pd.DataFrame(
         "usd_per_hour": [5.12, 2.05, 9.80],
     }
 )
+
+
+def replay_fleet(*, start: datetime = T0, interval_s: float = 10.0) -> Fleet:
+    """Four GPUs (A100 on-demand/spot, H100 on-demand/reserved) sampled for 3 h, with the
+    replay's models busy on g0 and g2: the fleet the Azure-replay tests attribute."""
+    classes = [
+        ("A100-80GB", "on-demand"),
+        ("A100-80GB", "spot"),
+        ("H100-80GB", "on-demand"),
+        ("H100-80GB", "reserved"),
+    ]
+    gpus = [
+        GpuSpec(
+            f"g{i}",
+            gpu_type=t,
+            pricing_class=p,
+            start=start,
+            seconds=3 * 3600,
+            interval_s=interval_s,
+        )
+        for i, (t, p) in enumerate(classes)
+    ]
+    return Fleet(
+        gpus=gpus,
+        processes=[
+            ("llama-3-70b", "g2", 55.0),
+            ("llama-3-8b", "g0", 25.0),
+            ("mistral-7b", "g0", 15.0),
+        ],
+    )
