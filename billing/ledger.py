@@ -91,19 +91,8 @@ def replace_device_hours(conn: Connection, window: Window) -> int:
         .where(s.ts >= window.start, s.ts < window.end)
         .group_by(hour, s.gpu_uuid)
     )
-    cols = [
-        "hour",
-        "gpu_uuid",
-        "parent_uuid",
-        "gpu_type",
-        "mig_profile",
-        "sample_s",
-        "busy_s",
-        "first",
-        "last",
-        "interval_s",
-    ]
-    res = conn.execute(insert(d).from_select(cols, summed))
+    # the select above lists device_hour's columns in table order
+    res = conn.execute(insert(d).from_select([c.name for c in d.c], summed))
     return int(res.rowcount or 0)
 
 

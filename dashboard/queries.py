@@ -22,17 +22,8 @@ from billing.windows import Window, floor_hour
 Bucket = Literal["hour", "day"]
 # The ledger's columns minus the pre-rounding detail (cost_cents is the billed figure).
 LEDGER_READ = [c for c in LEDGER_COLUMNS if c not in ("gpu_cost_usd", "cost_adjustment_usd")]
-DEVICE_READ = [
-    "gpu_uuid",
-    "parent_uuid",
-    "gpu_type",
-    "mig_profile",
-    "sample_s",
-    "busy_s",
-    "first",
-    "last",
-    "interval_s",
-]
+# device_hour's columns, summed over its hours per device
+DEVICE_READ = [c.name for c in table_of(DeviceHour).c if c.name != "hour"]
 ALLOCATION_READ = [
     "model",
     "node",
