@@ -93,3 +93,13 @@ def test_a_row_breaking_not_null_is_an_error_not_a_silent_drop(engine: Engine) -
     with pytest.raises(IntegrityError), engine.begin() as conn:
         bulk_insert_ignore(conn, table, cols, [row])
     assert count(engine, GpuSample) == 0
+
+
+def test_bad_cloudevent_and_bad_field_keep_their_own_indexes() -> None:
+    bad_ce = {"specversion": "0.3", "id": "x", "source": "s", "data": {}}
+    good, errors = validate_usage_batch([bad_ce, event(1), event(2, input_tokens=-1), event(3)])
+    assert [e["id"] for e in good] == ["e1", "e3"]
+    assert [(e["index"], e["loc"]) for e in errors] == [
+        (0, ["events", 0]),
+        (2, ["events", 2, "input_tokens"]),
+    ]
