@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, SQLModel, create_engine
+from sqlmodel import Session, create_engine
 
 from billing import models  # noqa: F401  (registers the tables on SQLModel.metadata)
 
@@ -48,9 +48,12 @@ def make_engine(url: str, *, schema: str | None = None, echo: bool = False) -> E
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    connect_args: dict[str, Any] = {}
+    # Every session speaks UTC, whatever the database's or role's default time zone: a
+    # timestamptz read as local time of another zone shifts hours (and attribution) silently.
+    options = "-c timezone=UTC"
     if schema:
-        connect_args["options"] = f"-csearch_path={schema}"
+        options += f" -c search_path={schema}"
+    connect_args: dict[str, Any] = {"options": options}
     return create_engine(
         url,
         echo=echo,
@@ -62,8 +65,15 @@ def make_engine(url: str, *, schema: str | None = None, echo: bool = False) -> E
 
 
 def init_db(engine: Engine) -> None:
-    """Create every table that does not exist yet (idempotent)."""
-    SQLModel.metadata.create_all(engine)
+    """Bring the schema to the code's head revision through the migrations (idempotent).
+
+    For tests, ``serve``/``demo`` on a fresh SQLite file and ``costctl db upgrade``; the
+    production roles only check the revision (``billing.migrations.state``) and refuse to run
+    on a schema that is not at head.
+    """
+    from billing import migrations
+
+    migrations.upgrade(engine)
 
 
 def is_sqlite(engine: Engine) -> bool:

@@ -123,21 +123,50 @@ class AllocationMode(StrEnum):
     timeslice = "timeslice"
 
 
+class AllocationSource(StrEnum):
+    """Who says a device was held: the cluster's telemetry, or the plan costctl applied."""
+
+    observed = "observed"
+    planned = "planned"
+
+
 class Allocation(SQLModel, table=True):
-    """A model holding a whole GPU, a MIG slice, an MPS share or a time-slice replica."""
+    """A pod's container holding a whole GPU, a MIG instance, an MPS share or a time-slice.
+
+    The natural key is (source, device_uuid, namespace, pod, container, start): re-posting it
+    only sets ``end``. Observed holdings (node agent, DCGM) win over planned ones (``costctl
+    apply``) for the same physical GPU and time.
+    """
 
     __tablename__ = "allocation"
+    __table_args__ = (
+        UniqueConstraint(
+            "source",
+            "device_uuid",
+            "namespace",
+            "pod",
+            "container",
+            "start",
+            name="uq_allocation_natural",
+        ),
+    )
 
     id: int | None = _id()
     model: str = Field(max_length=200, index=True)
     node: str = Field(max_length=200)
     gpu_uuid: str = Field(max_length=200, index=True, description="The physical GPU.")
-    device_uuid: str | None = Field(default=None, max_length=200)
+    device_uuid: str = Field(max_length=200, description="The device held (GPU or MIG UUID).")
+    namespace: str = Field(default="", max_length=253)
+    pod: str = Field(default="", max_length=253)
+    container: str = Field(default="", max_length=253)
+    pod_uid: str | None = Field(default=None, max_length=64)
     mode: str = Field(default=AllocationMode.gpu.value, max_length=16)
     profile: str | None = Field(default=None, max_length=32)
     fraction: float = Field(gt=0, le=1, description="Share of the GPU's price this holds.")
     start: datetime = _ts()
     end: datetime | None = _ts(nullable=True)
+    source: str = Field(default=AllocationSource.planned.value, max_length=16)
+    observer: str = Field(default="", max_length=200)
     plan_id: str | None = Field(default=None, max_length=64)
 
 
@@ -243,3 +272,31 @@ class ApiKey(SQLModel, table=True):
     customer: str | None = Field(default=None, max_length=200)
     created_at: datetime = _ts(index=False)
     revoked_at: datetime | None = _ts(index=False, nullable=True)
+
+
+class JobOutcome(StrEnum):
+    running = "running"
+    ok = "ok"
+    error = "error"
+    abandoned = "abandoned"
+
+
+class JobRun(SQLModel, table=True):
+    """One run of a scheduled job by one worker, for one slot of the job's schedule.
+
+    ``abandoned``: the run's worker died mid-run (the next worker holding the job's lock found
+    it still ``running``) and the slot was run again.
+    """
+
+    __tablename__ = "job_run"
+    __table_args__ = (Index("ix_job_run_job_slot", "job", "slot"),)
+
+    id: int | None = _id()
+    job: str = Field(max_length=100)
+    slot: datetime = _ts(index=False)
+    worker_id: str = Field(max_length=200)
+    started_at: datetime = _ts()
+    finished_at: datetime | None = _ts(index=False, nullable=True)
+    outcome: str = Field(default=JobOutcome.running.value, max_length=16)
+    error: str | None = Field(default=None, max_length=1000)
+    detail: str | None = Field(default=None, max_length=1000)

@@ -130,7 +130,11 @@ def record_allocations(
             "model": s.model,
             "node": s.node,
             "gpu_uuid": s.gpu_uuid,
-            "device_uuid": device_uuid(s) if device_uuid else None,
+            "device_uuid": (device_uuid(s) if device_uuid else None) or s.gpu_uuid,
+            # A planned slot has no pod yet: the replica names it within its model.
+            "pod": f"{s.model}#{s.replica}",
+            "source": "planned",
+            "observer": f"apply/{plan_id}" if plan_id else "apply",
             "mode": Mode(s.mode).value,
             "profile": s.profile,
             "fraction": min(1.0, max(1e-6, s.share)),
@@ -142,7 +146,11 @@ def record_allocations(
     ]
     with engine.begin() as conn:
         if close_open:
-            conn.execute(update(table).where(table.c.end.is_(None)).values(end=start))
+            conn.execute(
+                update(table)
+                .where(table.c.end.is_(None), table.c.source == "planned")
+                .values(end=start)
+            )
         if rows:
             conn.execute(table.insert(), rows)
     return len(rows)

@@ -96,7 +96,16 @@ def _ledger(engine: Engine, api: Api) -> None:
     samples, procs = fleet.sample_rows()
     ingest_gpu_samples(engine, samples, procs)
     with Session(engine) as s:
-        s.add(Allocation(model="llama", node="node-a", gpu_uuid="g0", fraction=1.0, start=T0))
+        s.add(
+            Allocation(
+                model="llama",
+                node="node-a",
+                gpu_uuid="g0",
+                device_uuid="g0",
+                fraction=1.0,
+                start=T0,
+            )
+        )
         s.commit()
     events = [
         event(i, customer=c, time=(T0 + timedelta(seconds=i)).isoformat())

@@ -65,6 +65,8 @@ def test_replay_attribution_conserves_cost_to_the_cent(engine: Engine) -> None:
                     model=model,
                     node="n",
                     gpu_uuid=gpu,
+                    device_uuid=gpu,
+                    pod=model,
                     fraction=frac,
                     start=T0,
                     mode="mig" if gpu == "g0" else "gpu",
