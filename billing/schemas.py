@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, NotRequired
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
     StringConstraints,
     TypeAdapter,
+    model_validator,
     with_config,
 )
 from typing_extensions import TypedDict
@@ -127,6 +129,83 @@ class GpuSampleBatch(BaseModel):
     processes: list[GpuProcessSampleIn] = Field(default_factory=list, max_length=100_000)
 
 
+AllocationModeIn = Literal["gpu", "mig", "mps", "timeslice"]
+K8sName = Annotated[str, StringConstraints(min_length=1, max_length=253)]
+
+
+def _utc(ts: datetime) -> datetime:
+    return ts.astimezone(UTC)
+
+
+class AllocationIn(BaseModel):
+    """One observed (or planned) holding of a device by a pod's container.
+
+    The natural key is (source, device_uuid, namespace, pod, container, start); re-posting it
+    sets ``end`` when given and never clears a stored one. ``fraction`` is the share of the
+    PHYSICAL GPU's price the holding carries: whole GPU 1, MIG SM slices/7 (A30: /4),
+    MPS/time-slicing 1/replicas of that GPU.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    device_uuid: Key
+    gpu_uuid: Key
+    node: Key
+    namespace: K8sName
+    pod: K8sName
+    container: K8sName
+    pod_uid: Annotated[str, StringConstraints(max_length=64)] | None = None
+    model: Name
+    mode: AllocationModeIn
+    profile: Annotated[str, StringConstraints(max_length=32)] | None = None
+    fraction: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
+    start: Annotated[UtcDatetime, AfterValidator(_utc)]
+    end: Annotated[UtcDatetime, AfterValidator(_utc)] | None = None
+    source: Literal["observed", "planned"] = "observed"
+    observer: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    plan_id: Annotated[str, StringConstraints(max_length=64)] | None = None
+
+    @model_validator(mode="after")
+    def _end_after_start(self) -> AllocationIn:
+        if self.end is not None and self.end < self.start:
+            raise ValueError("end must not be before start")
+        return self
+
+
+ALLOCATION_BATCH = TypeAdapter(list[AllocationIn])
+
+
+class AllocationResult(BaseModel):
+    """What an allocations post did: received = inserted + updated + unchanged."""
+
+    received: int
+    inserted: int
+    updated: int
+    unchanged: int
+
+
+class AllocationPublic(BaseModel):
+    """An allocation as ``GET /v1/allocations`` returns it."""
+
+    id: int
+    device_uuid: str
+    gpu_uuid: str
+    node: str
+    namespace: str
+    pod: str
+    container: str
+    pod_uid: str | None
+    model: str
+    mode: str
+    profile: str | None
+    fraction: float
+    start: datetime
+    end: datetime | None
+    source: str
+    observer: str
+    plan_id: str | None
+
+
 class IngestResult(BaseModel):
     """What an ingestion call did. received = inserted + duplicates + len(rejected)."""
 
@@ -149,8 +228,12 @@ def utc_text(ts: datetime) -> str:
 
 
 __all__ = [
+    "ALLOCATION_BATCH",
     "USAGE_BATCH",
     "USAGE_EVENT",
+    "AllocationIn",
+    "AllocationPublic",
+    "AllocationResult",
     "GpuProcessSampleIn",
     "GpuSampleBatch",
     "GpuSampleIn",

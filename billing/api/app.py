@@ -9,7 +9,7 @@ from fastapi import APIRouter, FastAPI
 from sqlalchemy.engine import Engine
 
 from billing.api.deps import ApiState
-from billing.api.routes import costs, health, keys, usage
+from billing.api.routes import allocations, costs, health, keys, usage
 from billing.apikeys import create_key
 from billing.config import BillingConfig
 from billing.db import init_db
@@ -44,7 +44,14 @@ def create_app(
     )
     state = ApiState(engine=engine, config=config, redis_url=redis_url)
     app.state.costctl = state
-    for r in (health.router, usage.router, costs.router, keys.router, *routers):
+    for r in (
+        health.router,
+        usage.router,
+        allocations.router,
+        costs.router,
+        keys.router,
+        *routers,
+    ):
         app.include_router(r)
     for ext in extensions:
         ext(app, state)

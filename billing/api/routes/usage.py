@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Annotated, Any
 
@@ -10,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 
 from billing.api.deps import IngestDep, StateDep
-from billing.api.errors import unprocessable
+from billing.api.errors import json_body, unprocessable
 from billing.ingest import ingest_gpu_samples, ingest_usage, validate_usage_batch
 from billing.schemas import USAGE_BATCH, GpuSampleBatch, IngestResult
 
@@ -21,14 +20,6 @@ log = logging.getLogger(__name__)
 # enforcement settling reservations. A failing hook is logged and never fails the ingest:
 # the events are stored, and the hook's owner must catch up from the table.
 USAGE_HOOKS = "usage_hooks"
-
-
-async def _json_body(request: Request) -> Any:
-    raw = await request.body()
-    try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise unprocessable(["body"], f"body is not valid JSON: {exc}", "json_invalid") from exc
 
 
 def _events(body: Any) -> list[Any]:
@@ -68,7 +59,7 @@ async def post_usage(
     and field, unless ``partial=true``: then the good events are stored and the bad ones are
     returned in ``rejected``. Re-sending any batch is safe: (source, id) is the idempotency key.
     """
-    events = _events(await _json_body(request))
+    events = _events(await json_body(request))
     limit = state.config.max_batch
     if len(events) > limit:
         raise unprocessable(
