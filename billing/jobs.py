@@ -1,16 +1,16 @@
-"""APScheduler jobs of billing: the attribution rollup."""
+"""Scheduled jobs of billing: the attribution rollup (run by `costctl worker`)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from apscheduler.schedulers.base import BaseScheduler
 from sqlalchemy.engine import Engine
 
 from billing.config import BillingConfig
 from billing.ledger import RollupResult, rollup
+from billing.runner.runner import JobSpec
+from billing.runner.schedule import Every
 from billing.windows import Window, floor_hour
 
 log = logging.getLogger(__name__)
@@ -31,20 +31,10 @@ def rollup_recent(engine: Engine, config: BillingConfig, now: datetime) -> Rollu
     return result
 
 
-def add_rollup_job(
-    scheduler: BaseScheduler,
-    engine: Engine,
-    config: BillingConfig,
-    clock: Callable[[], datetime],
-) -> None:
-    """Run ``rollup_recent`` every ``config.rollup_interval_s`` seconds (one at a time)."""
-    scheduler.add_job(
-        lambda: rollup_recent(engine, config, clock()),
-        "interval",
-        seconds=config.rollup_interval_s,
-        id="billing.rollup",
-        max_instances=1,
-        coalesce=True,
-        replace_existing=True,
-        next_run_time=clock(),
+def rollup_job(engine: Engine, config: BillingConfig) -> JobSpec:
+    """The rollup as a worker job: ``rollup_recent`` every ``config.rollup_interval_s``."""
+    return JobSpec(
+        "billing.rollup",
+        Every(config.rollup_interval_s),
+        lambda now: rollup_recent(engine, config, now),
     )

@@ -9,8 +9,11 @@ from typing import NoReturn
 
 import typer
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 
-from billing.db import init_db, make_engine
+from billing import migrations
+from billing.db import init_db, is_sqlite, make_engine
+from billing.migrations import SchemaStatus
 from costctl.settings import Settings
 
 EXIT_USAGE = 2
@@ -18,18 +21,44 @@ EXIT_USAGE = 2
 
 @dataclass
 class AppContext:
-    """Settings plus a lazily built, initialised engine."""
+    """Settings plus a lazily built engine whose schema is checked on first use."""
 
     settings: Settings
     _engine: Engine | None = field(default=None, repr=False)
 
     @property
-    def engine(self) -> Engine:
-        """The database engine (tables created on first use)."""
+    def raw_engine(self) -> Engine:
+        """The engine without a schema check (for `costctl db`)."""
         if self._engine is None:
             self._engine = make_engine(self.settings.database_url)
-            init_db(self._engine)
         return self._engine
+
+    @property
+    def engine(self) -> Engine:
+        """The engine, its schema at head: a new SQLite file is created and migrated (the
+        embedded default); any other store behind or ahead of the code exits 2 naming
+        `costctl db upgrade`."""
+        engine = self.raw_engine
+        if not self._checked:
+            require_schema(engine, create_sqlite=True)
+            self._checked = True
+        return engine
+
+    _checked: bool = field(default=False, repr=False)
+
+
+def require_schema(engine: Engine, *, create_sqlite: bool = False) -> None:
+    """Exit 2 with one line unless the schema is at head (``create_sqlite``: migrate an empty
+    SQLite store first, as `serve`, `demo` and local commands may)."""
+    try:
+        st = migrations.state(engine)
+        if create_sqlite and is_sqlite(engine) and st.status is SchemaStatus.empty:
+            init_db(engine)
+            st = migrations.state(engine)
+    except OperationalError as exc:
+        fail(f"database unreachable: {str(exc.orig).strip().splitlines()[0]}", code=1)
+    if not st.ok:
+        fail(st.message())
 
 
 def now() -> datetime:

@@ -1,14 +1,15 @@
-"""`costctl serve`: the composition root of one process.
+"""`costctl serve` / `costctl demo`: the four roles composed in one process for a laptop.
 
-Settings -> engine -> the API (billing.api.app.create_app with the enforcement extension), an
-APScheduler BackgroundScheduler (attribution rollup, budget evaluation, weekly export, and the
-scheduler's NVML sampling when it is installed), and the Dash dashboard, each HTTP server on
-its own thread. ``Stack.stop`` shuts down in order: stop taking requests, let running jobs
-finish, close the database. SIGINT/SIGTERM (or ``--duration``) trigger it.
+The same pieces as the separate roles: the API app (``costctl.apiapp.build_api``, the role
+`costctl api`), a ``costctl.worker.Worker`` over ``costctl.worker.job_specs`` (the role
+`costctl worker`, with the same per-job locks and ``job_run`` records), and the dashboard on
+waitress (the role `costctl dashboard`); the demo adds its simulated nodes' agents.
+``Stack.stop`` shuts down in order: stop taking requests, let running jobs finish, close the
+database. SIGINT/SIGTERM (or ``--duration``) trigger it.
 
-Health: API ``GET /healthz`` (up), ``/readyz`` (database answers), ``/healthz/jobs`` (each
-scheduled job's next run and last outcome; 503 when a job's last run failed); dashboard
-``GET /healthz``.
+Health: API ``GET /healthz`` (up), ``/readyz`` (database answers, schema at head),
+``/healthz/jobs`` (each job's state from ``job_run``; 503 when one failed or is late);
+dashboard ``GET /healthz``.
 """
 
 from __future__ import annotations
@@ -17,90 +18,29 @@ import logging
 import signal
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import datetime
 from types import FrameType
-from typing import Any
 
 import uvicorn
-from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, JobExecutionEvent
 from apscheduler.schedulers.background import BackgroundScheduler
-from fastapi import APIRouter, FastAPI, Response, status
 from sqlalchemy.engine import Engine
-from werkzeug.serving import BaseWSGIServer, make_server
 
-from billing.api.app import create_app
-from billing.api.deps import ApiState
-from billing.enforcement.api import ENFORCER, make_extension
+from billing.enforcement.api import ENFORCER
 from billing.enforcement.backend import DeploymentScaler
-from billing.enforcement.jobs import add_budget_job
 from billing.enforcement.service import Enforcer
-from billing.jobs import add_rollup_job
+from billing.runner.runner import JobSpec
+from costctl.apiapp import build_api
+from costctl.dashboard_role import build_dashboard, wsgi_server
 from costctl.settings import Settings
-from dashboard.app import create_dash_app
-from dashboard.budgets import make_budget_panel
+from costctl.worker import Worker, job_specs
 from dashboard.callbacks import Panels
-from dashboard.fleet import panels_for
-from dashboard.jobs import add_weekly_export_job
-from scheduler.jobs import add_sampling_job
 
 log = logging.getLogger(__name__)
 
-# A hook that adds jobs to the scheduler (e.g. the scheduler package's NVML sampling).
+# A hook that adds jobs to the worker's scheduler (the demo's simulated fleet).
 JobHook = Callable[[BackgroundScheduler, Engine, Settings, Callable[[], datetime]], None]
-
-
-@dataclass
-class JobMonitor:
-    """Last outcome of every job, fed by APScheduler's listener (read by /healthz/jobs)."""
-
-    last: dict[str, dict[str, Any]] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def __call__(self, event: JobExecutionEvent) -> None:
-        """Record one job run."""
-        with self.lock:
-            self.last[event.job_id] = {
-                "at": event.scheduled_run_time.isoformat(),
-                "ok": event.exception is None,
-                "error": None if event.exception is None else repr(event.exception)[:300],
-            }
-
-    def report(self, scheduler: BackgroundScheduler) -> dict[str, Any]:
-        """Jobs with next run time and last outcome."""
-        with self.lock:
-            last = dict(self.last)
-        jobs = {
-            j.id: {
-                "next_run": j.next_run_time.isoformat() if j.next_run_time else None,
-                "last": last.get(j.id),
-            }
-            for j in scheduler.get_jobs()
-        }
-        ok = scheduler.running and all(v["last"] is None or v["last"]["ok"] for v in jobs.values())
-        return {"status": "ok" if ok else "failing", "running": scheduler.running, "jobs": jobs}
-
-
-def health_extension(
-    scheduler: BackgroundScheduler, monitor: JobMonitor
-) -> Callable[[FastAPI, ApiState], None]:
-    """An API extension adding ``GET /healthz/jobs``."""
-    router = APIRouter(tags=["health"])
-
-    @router.get("/healthz/jobs")
-    def jobs(response: Response) -> dict[str, Any]:
-        """Scheduled jobs: next run, last outcome; 503 when one failed or the scheduler stopped."""
-        report = monitor.report(scheduler)
-        if report["status"] != "ok":
-            response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-        return report
-
-    def install(app: FastAPI, _state: ApiState) -> None:
-        app.include_router(router)
-
-    return install
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -113,25 +53,8 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def nvml_sampling_hook(
-    aps: BackgroundScheduler, engine: Engine, settings: Settings, clock: Callable[[], datetime]
-) -> None:
-    """On a GPU node (``scheduler.nvml_backend=pynvml``) sample NVML into the store; with the
-    simulated backend there is no fleet outside the demo, so nothing is scheduled."""
-    if settings.scheduler.nvml_backend == "pynvml":
-        add_sampling_job(aps, engine, settings.scheduler, clock)
-    else:
-        log.info("NVML sampling off: nvml_backend=simulated has no fleet outside `costctl demo`")
-
-
-def default_panels(engine: Engine, settings: Settings) -> Panels:
-    """Budget burn-down (enforcement), packing plan and what-if (scheduler) over the store."""
-    plan, whatif = panels_for(engine, settings.scheduler)
-    return Panels(budget=make_budget_panel(engine, settings.billing), plan=plan, whatif=whatif)
-
-
 class Stack:
-    """API + jobs + dashboard of one process. ``start`` then ``stop`` (idempotent)."""
+    """API + worker + dashboard of one process. ``start`` then ``stop`` (idempotent)."""
 
     def __init__(
         self,
@@ -140,44 +63,27 @@ class Stack:
         *,
         clock: Callable[[], datetime],
         job_hooks: tuple[JobHook, ...] = (),
+        extra_jobs: Sequence[JobSpec] = (),
         panels: Panels | None = None,
         refresh_s: float = 30.0,
         default_window: str = "24h",
         scaler: DeploymentScaler | None = None,
     ) -> None:
         self.settings, self.engine, self.clock = settings, engine, clock
-        self.scheduler = BackgroundScheduler(timezone="UTC")
-        self.monitor = JobMonitor()
-        self.scheduler.add_listener(self.monitor, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
-        config = settings.billing
-        self.api = create_app(
-            engine=engine,
-            config=config,
-            redis_url=settings.redis_url,
-            extensions=[
-                make_extension(clock=clock, scaler=scaler),
-                health_extension(self.scheduler, self.monitor),
-            ],
+        enforcer: list[Enforcer] = []
+        specs = job_specs(
+            engine, settings, clock=clock, enforcer=lambda: enforcer[0], extra=extra_jobs
         )
-        enforcer: Enforcer = self.api.state.costctl.extras[ENFORCER]
-        add_rollup_job(self.scheduler, engine, config, clock)
-        add_budget_job(
-            self.scheduler,
-            engine,
-            config,
-            clock,
-            redis_url=settings.redis_url,
-            enforcer=enforcer,
-            scaler=scaler,
-        )
-        add_weekly_export_job(self.scheduler, engine, config, clock)
+        self.api = build_api(settings, engine, clock=clock, scaler=scaler, specs=specs)
+        enforcer.append(self.api.state.costctl.extras[ENFORCER])  # the budget job shares it
+        self.worker = Worker(engine, specs, clock=clock, lease_s=settings.worker.lease_s)
         for hook in job_hooks:
-            hook(self.scheduler, engine, settings, clock)
-        self.dash = create_dash_app(
+            hook(self.worker.scheduler, engine, settings, clock)
+        self.dash = build_dashboard(
+            settings,
             engine,
             clock=clock,
-            require_auth=config.require_auth,
-            panels=panels or default_panels(engine, settings),
+            panels=panels,
             refresh_s=refresh_s,
             default_window=default_window,
         )
@@ -186,9 +92,7 @@ class Stack:
         self._uvicorn = uvicorn.Server(
             uvicorn.Config(self.api, log_level="warning", lifespan="on", access_log=False)
         )
-        self._wsgi: BaseWSGIServer = make_server(
-            settings.api_host, settings.dashboard_port, self.dash.server, threaded=True
-        )
+        self._wsgi = wsgi_server(self.dash, settings, settings.api_host, settings.dashboard_port)
         self._threads: list[threading.Thread] = []
         self._stopped = False
 
@@ -201,15 +105,15 @@ class Stack:
     @property
     def dashboard_url(self) -> str:
         """Base URL of the dashboard."""
-        return f"http://{self.settings.api_host}:{self._wsgi.server_port}"
+        return f"http://{self.settings.api_host}:{self._wsgi.effective_port}"
 
     def start(self, timeout_s: float = 30.0) -> None:
-        """Start the jobs and both servers; return once the API has started."""
-        self.scheduler.start()
+        """Start the worker and both servers; return once the API has started."""
+        self.worker.start()
         api = threading.Thread(
             target=self._uvicorn.run, kwargs={"sockets": [self._api_sock]}, name="api"
         )
-        dash = threading.Thread(target=self._wsgi.serve_forever, name="dashboard")
+        dash = threading.Thread(target=self._wsgi.run, name="dashboard")
         self._threads = [api, dash]
         for t in self._threads:
             t.daemon = True
@@ -228,13 +132,11 @@ class Stack:
             return
         self._stopped = True
         self._uvicorn.should_exit = True
-        self._wsgi.shutdown()
+        self._wsgi.close()
         for t in self._threads:
             t.join(timeout=15)
-        if self.scheduler.running:
-            self.scheduler.shutdown(wait=True)
+        self.worker.stop()
         self._api_sock.close()
-        self._wsgi.server_close()
         self.engine.dispose()
         log.info("costctl stopped")
 

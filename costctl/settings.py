@@ -5,13 +5,37 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, computed_field, field_validator
+from pydantic import BaseModel, Field, SecretStr, computed_field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from billing.config import BillingConfig
 from scheduler.config import SchedulerConfig
 
 DEFAULT_DB = Path.home() / ".local" / "share" / "costctl" / "costctl.db"
+
+
+class WorkerConfig(BaseModel):
+    """`costctl worker`: how fast a dead worker's jobs are taken over."""
+
+    lease_s: float = Field(
+        default=10.0,
+        ge=0.2,
+        le=3600,
+        description="A worker ticks each job every lease_s/2; a dead worker's jobs are taken "
+        "over within one tick of its lock's release (kill -9: at once; a vanished host: "
+        "TCP keepalives end its PostgreSQL session within about lease_s).",
+    )
+
+
+class DashboardConfig(BaseModel):
+    """`costctl dashboard`."""
+
+    session_secret: SecretStr | None = Field(
+        default=None,
+        description="Signs the login cookie; the same on every replica, or each replica signs "
+        "the others' users out. Unset: a random secret per process (one replica only).",
+    )
+    threads: int = Field(default=8, ge=1, le=256, description="WSGI server threads.")
 
 
 class Settings(BaseSettings):
@@ -30,8 +54,16 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
     dashboard_port: int = Field(default=8050, ge=1, le=65535)
+    api_url: str | None = Field(
+        default=None,
+        description="The costctl API (COSTCTL_API_URL): commands that change state go "
+        "through it instead of the local database when set.",
+    )
+    api_key: SecretStr | None = None
     billing: BillingConfig = BillingConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
+    worker: WorkerConfig = WorkerConfig()
+    dashboard: DashboardConfig = DashboardConfig()
 
     @field_validator("database_url")
     @classmethod

@@ -1,16 +1,16 @@
-"""APScheduler job of the dashboard: the weekly cost-review export (cron, UTC)."""
+"""Scheduled job of the dashboard: the weekly cost-review export (UTC, run by `costctl worker`)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from apscheduler.schedulers.base import BaseScheduler
 from sqlalchemy.engine import Engine
 
 from billing.config import BillingConfig
+from billing.runner.runner import JobSpec
+from billing.runner.schedule import Weekly
 from dashboard.export import export_weekly, week_label
 
 log = logging.getLogger(__name__)
@@ -25,28 +25,16 @@ def export_last_week(engine: Engine, config: BillingConfig, now: datetime) -> li
     return paths
 
 
-def add_weekly_export_job(
-    scheduler: BaseScheduler,
-    engine: Engine,
-    config: BillingConfig,
-    clock: Callable[[], datetime],
-) -> bool:
-    """Schedule ``export_last_week`` at ``config.export`` day/hour/minute UTC (default Monday
-    06:00). Returns False (nothing scheduled) when the export is disabled."""
+def weekly_export_job(engine: Engine, config: BillingConfig) -> JobSpec | None:
+    """``export_last_week`` at ``config.export`` day/hour/minute UTC (default Monday 06:00) as a
+    worker job; None when the export is disabled. A slot missed by more than 6 hours (no
+    worker was up) is skipped, not exported late."""
     e = config.export
     if not e.enabled:
-        return False
-    scheduler.add_job(
-        lambda: export_last_week(engine, config, clock()),
-        "cron",
-        day_of_week=e.day_of_week,
-        hour=e.hour,
-        minute=e.minute,
-        timezone="UTC",
-        id=JOB_ID,
-        max_instances=1,
-        coalesce=True,
-        replace_existing=True,
-        misfire_grace_time=3600,
+        return None
+    return JobSpec(
+        JOB_ID,
+        Weekly(e.day_of_week, e.hour, e.minute),
+        lambda now: export_last_week(engine, config, now),
+        grace_s=6 * 3600,
     )
-    return True

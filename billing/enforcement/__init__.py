@@ -4,7 +4,7 @@ Interfaces other packages use (imported lazily, so ``billing.config`` can import
 
 - ``extension`` / ``make_extension(scaler=, clock=, listen=)``: plug into ``create_app``.
 - ``routers``: the APIRouters, if you mount them yourself.
-- ``add_budget_job(aps_scheduler, engine, config, clock, *, redis_url=, scaler=, enforcer=)``.
+- ``budget_job(enforcer, config) -> JobSpec``: the budget evaluation for `costctl worker`.
 - ``budget_burn(engine, enforcement_config, now) -> list[BudgetBurn]`` for the dashboard.
 - ``DeploymentScaler``: the protocol the scheduler's Kubernetes applier implements.
 """
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from billing.enforcement.api import extension, make_extension, routers
     from billing.enforcement.backend import DeploymentScaler
     from billing.enforcement.burn import BudgetBurn, budget_burn
-    from billing.enforcement.jobs import add_budget_job
+    from billing.enforcement.jobs import budget_job
     from billing.enforcement.service import Enforcer
 
 _LAZY = {
@@ -29,7 +29,7 @@ _LAZY = {
     "DeploymentScaler": "billing.enforcement.backend",
     "BudgetBurn": "billing.enforcement.burn",
     "budget_burn": "billing.enforcement.burn",
-    "add_budget_job": "billing.enforcement.jobs",
+    "budget_job": "billing.enforcement.jobs",
     "Enforcer": "billing.enforcement.service",
 }
 
@@ -37,8 +37,8 @@ __all__ = [
     "BudgetBurn",
     "DeploymentScaler",
     "Enforcer",
-    "add_budget_job",
     "budget_burn",
+    "budget_job",
     "extension",
     "make_extension",
     "models",

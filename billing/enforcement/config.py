@@ -63,6 +63,11 @@ class EnforcementConfig(BaseModel):
     alert_webhook_url: HttpUrl | None = None
     alert_timeout_s: float = Field(default=2.0, gt=0)
     metrics_public: bool = Field(default=True, description="Serve /metrics without an API key.")
+    metrics_customer_labels: bool = Field(
+        default=False,
+        description="Name customers in /metrics bucket labels (off: anyone who can scrape "
+        "/metrics would read the tenant list; per-customer figures are in /v1/costs).",
+    )
 
     @model_validator(mode="after")
     def _reserves(self) -> EnforcementConfig:

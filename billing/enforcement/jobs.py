@@ -1,4 +1,4 @@
-"""The budget job (APScheduler): expire reservations, charge missed usage, alert, kill.
+"""The budget job (run by `costctl worker`): expire reservations, charge missed usage, alert, kill.
 
 Every ``evaluate_interval_s`` it (1) releases reservations past their expiry, (2) settles usage
 events the ingest hook did not see (e.g. loaded straight into the database) through the same
@@ -13,12 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from apscheduler.schedulers.base import BaseScheduler
 from sqlalchemy import select
-from sqlalchemy.engine import Engine
 
 from billing.config import BillingConfig
-from billing.enforcement.backend import DeploymentScaler
 from billing.enforcement.burn import budget_burn
 from billing.enforcement.domain import Charge, Level, actual_micros, kill_target
 from billing.enforcement.killswitch import kill
@@ -26,6 +23,8 @@ from billing.enforcement.models import BudgetAction
 from billing.enforcement.service import Enforcer
 from billing.enforcement.sql_backend import utc
 from billing.models import UsageEvent, table_of
+from billing.runner.runner import JobSpec
+from billing.runner.schedule import Every
 
 log = logging.getLogger(__name__)
 SWEEP_BATCH = 5_000
@@ -154,32 +153,18 @@ def evaluate_budgets(enf: Enforcer, now: datetime, sweeper: Sweeper | None = Non
     return report
 
 
-def add_budget_job(
-    scheduler: BaseScheduler,
-    engine: Engine,
-    config: BillingConfig,
-    clock: Callable[[], datetime],
-    *,
-    redis_url: str | None = None,
-    scaler: DeploymentScaler | None = None,
-    enforcer: Enforcer | None = None,
-) -> Enforcer:
-    """Run ``evaluate_budgets`` every ``config.enforcement.evaluate_interval_s`` (one at a time).
+def budget_job(enforcer: Callable[[], Enforcer], config: BillingConfig) -> JobSpec:
+    """The budget evaluation as a worker job, every ``config.enforcement.evaluate_interval_s``.
 
-    Pass the API worker's ``enforcer`` when the job runs in it; otherwise one is built.
+    ``enforcer`` is called at each run (the composition root builds it once, lazily, so a
+    process that only lists the jobs never connects to Redis).
+
+    The sweeper's watermark lives in this process: a worker that takes the job over starts
+    from the overlap window again, which is safe (settling is idempotent per event).
     """
-    enf = enforcer or Enforcer(
-        engine, config.enforcement, redis_url=redis_url, clock=clock, scaler=scaler
-    )
     sweeper = Sweeper()
-    scheduler.add_job(
-        lambda: evaluate_budgets(enf, clock(), sweeper),
-        "interval",
-        seconds=config.enforcement.evaluate_interval_s,
-        id="billing.enforcement.budgets",
-        max_instances=1,
-        coalesce=True,
-        replace_existing=True,
-        next_run_time=clock(),
+    return JobSpec(
+        "billing.enforcement.budgets",
+        Every(config.enforcement.evaluate_interval_s),
+        lambda now: evaluate_budgets(enforcer(), now, sweeper),
     )
-    return enf

@@ -7,6 +7,7 @@ scrape time, so every worker reports the same cluster-wide figure.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
@@ -15,6 +16,13 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from billing.enforcement.backend import BucketBackend, ReservationBackend
+
+_CUSTOMER = re.compile(r"customer=[^|]*")
+
+
+def redact_customer(bucket_key: str) -> str:
+    """A bucket key with its customer value replaced by ``*`` (``rl:3:req:customer=*``)."""
+    return _CUSTOMER.sub("customer=*", bucket_key)
 
 
 class _Shared(Collector):
@@ -25,9 +33,11 @@ class _Shared(Collector):
         bucket_keys: Callable[[], list[str]],
         kills: Callable[[], int],
         clock: Callable[[], datetime],
+        customer_labels: bool,
     ) -> None:
         self.reservations, self.buckets = reservations, buckets
         self.bucket_keys, self.kills, self.clock = bucket_keys, kills, clock
+        self.customer_labels = customer_labels
 
     def collect(self) -> Iterable[Metric]:
         g = GaugeMetricFamily(
@@ -39,10 +49,17 @@ class _Shared(Collector):
         k.add_metric([], self.kills())
         yield k
         b = GaugeMetricFamily(
-            "costctl_bucket_level", "Token bucket level as last stored.", labels=["bucket"]
+            "costctl_bucket_level",
+            "Token bucket level as last stored (without customer labels: the lowest level "
+            "among the customers of a rule).",
+            labels=["bucket"],
         )
+        levels: dict[str, float] = {}
         for key, level in self.buckets.levels(self.bucket_keys(), self.clock()).items():
-            b.add_metric([key], level)
+            label = key if self.customer_labels else redact_customer(key)
+            levels[label] = min(level, levels.get(label, level))
+        for label, level in levels.items():
+            b.add_metric([label], level)
         yield b
 
 
@@ -74,6 +91,10 @@ class EnforcementMetrics:
         bucket_keys: Callable[[], list[str]],
         kills: Callable[[], int],
         clock: Callable[[], datetime],
+        *,
+        customer_labels: bool = False,
     ) -> None:
-        """Register the scrape-time gauges."""
-        self.registry.register(_Shared(reservations, buckets, bucket_keys, kills, clock))
+        """Register the scrape-time gauges (customer names only with ``customer_labels``)."""
+        self.registry.register(
+            _Shared(reservations, buckets, bucket_keys, kills, clock, customer_labels)
+        )

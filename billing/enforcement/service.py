@@ -116,6 +116,7 @@ class Enforcer:
             lambda: sorted(self._bucket_keys),
             lambda: len(self.policy().kills),
             clock,
+            customer_labels=config.metrics_customer_labels,
         )
 
     # -- policy cache -------------------------------------------------------------------

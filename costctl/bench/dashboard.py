@@ -40,7 +40,7 @@ from billing.replay import CUSTOMERS, MODEL_MIX, read_azure_trace, zipf_weights
 from billing.windows import Window
 from costctl.bench.common import AZURE_CONV, emit, timer
 from costctl.context import fail
-from costctl.serve import default_panels
+from costctl.dashboard_role import default_panels
 from costctl.settings import Settings
 from dashboard.app import create_dash_app
 from dashboard.auth import Viewer

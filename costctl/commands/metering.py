@@ -29,9 +29,9 @@ prices_app = typer.Typer(help="Load and show the GPU price book.", no_args_is_he
 
 @app.command("init-db")
 def init_db_cmd(ctx: typer.Context) -> None:
-    """Create the tables and load the price book (idempotent)."""
+    """Migrate the schema to head and load the price book (idempotent)."""
     c = get_ctx(ctx)
-    init_db(c.engine)
+    init_db(c.raw_engine)
     _load_prices(ctx, None, quiet=False)
     typer.echo(f"database ready: {c.engine.url.render_as_string(hide_password=True)}")
 

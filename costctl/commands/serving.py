@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from billing.config import ExportFormat
-from billing.db import init_db, make_engine
+from billing.db import init_db, is_sqlite, make_engine
 from billing.windows import WindowError
 from costctl.bench.common import AZURE_CONV
 from costctl.commands.enforcement import kube_scaler
@@ -33,8 +33,13 @@ def serve(
     dashboard_port: DashPort = None,
     duration: Duration = None,
 ) -> None:
-    """Run the API, the scheduled jobs and the dashboard in one process (Ctrl-C stops)."""
-    from costctl.serve import Stack, nvml_sampling_hook, run
+    """Run the API, the worker's jobs and the dashboard in one process (Ctrl-C stops).
+
+    A SQLite store is migrated to head first; any other store must already be (`costctl db
+    upgrade`), as for the separate roles.
+    """
+    from costctl.context import require_schema
+    from costctl.serve import Stack, run
 
     c = get_ctx(ctx)
     settings = c.settings.model_copy(
@@ -49,7 +54,9 @@ def serve(
         }
     )
     engine = make_engine(settings.database_url)
-    init_db(engine)
+    if is_sqlite(engine):
+        init_db(engine)
+    require_schema(engine)
     scaler, why = kube_scaler(settings)
     if why:
         typer.echo(
@@ -58,7 +65,7 @@ def serve(
             err=True,
         )
     try:
-        stack = Stack(settings, engine, clock=now, job_hooks=(nvml_sampling_hook,), scaler=scaler)
+        stack = Stack(settings, engine, clock=now, scaler=scaler)
     except OSError as exc:
         fail(f"cannot listen: {exc}", code=1)
 

@@ -15,7 +15,9 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.engine import Engine
 
 from billing.config import BillingConfig
-from billing.enforcement import add_budget_job, budget_burn
+from billing.enforcement import budget_burn, budget_job
+from billing.runner.runner import JobRunner, TickOutcome
+from billing.runner.runs import list_runs
 from billing.enforcement.config import EnforcementConfig
 from billing.enforcement.jobs import Sweeper, evaluate_budgets
 from billing.enforcement.models import BudgetAction, KillScope, Period
@@ -116,13 +118,18 @@ def test_budget_burn_periods(engine: Engine) -> None:
     assert burns["d"].period_end - burns["d"].period_start == timedelta(days=1)
 
 
-def test_add_budget_job_runs(engine: Engine) -> None:
-    sched = BackgroundScheduler()
+def test_budget_job_runs_once_per_slot_through_the_runner(engine: Engine) -> None:
     cfg = BillingConfig(enforcement=EnforcementConfig(evaluate_interval_s=3600))
-    enf = add_budget_job(sched, engine, cfg, Clock())
-    (job,) = sched.get_jobs()
-    assert job.id == "billing.enforcement.budgets"
-    assert isinstance(enf, Enforcer)
+    clock = Clock()
+    enf = Enforcer(engine, cfg.enforcement, clock=clock)
+    spec = budget_job(lambda: enf, cfg)
+    assert spec.name == "billing.enforcement.budgets"
+    runner = JobRunner(engine, clock=clock, worker_id="w1")
+    assert runner.tick(spec) is TickOutcome.ran
+    assert runner.tick(spec) is TickOutcome.done  # same hour slot: not again
+    (run,) = list_runs(engine)
+    assert (run.job, run.outcome, run.worker_id) == (spec.name, "ok", "w1")
+    assert run.detail is not None and run.detail.startswith("JobReport(expired=0")
 
 
 def test_only_drift_that_outlives_a_run_is_a_warning(

@@ -96,7 +96,7 @@ def test_demo_runs_costs_flow_and_stops_cleanly(tmp_path: Path) -> None:
             ).json()["rows"]
             assert {row["customer"] for row in mine} == {"acme"}
             jobs = api.get("/healthz/jobs").json()
-            assert jobs["jobs"]["billing.rollup"]["last"]["ok"] is True
+            assert jobs["jobs"]["billing.rollup"]["last"]["outcome"] == "ok"
             burn = api.get("/v1/budgets/burn", headers=admin)
             assert burn.status_code == 200 and {x["name"] for x in burn.json()} >= {"acme-daily"}
         with httpx.Client(base_url=b["dashboard"], timeout=10) as dash:

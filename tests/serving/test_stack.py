@@ -47,7 +47,7 @@ def test_stack_serves_and_stops(engine: Engine) -> None:
             while time.monotonic() < deadline:
                 jobs = api.get("/healthz/jobs").json()["jobs"]
                 if all(
-                    jobs.get(j, {}).get("last")  # type: ignore[union-attr]
+                    (jobs.get(j) or {}).get("last", {}).get("outcome") == "ok"  # type: ignore[union-attr]
                     for j in ("billing.rollup", "billing.enforcement.budgets")
                 ):
                     break
@@ -57,12 +57,13 @@ def test_stack_serves_and_stops(engine: Engine) -> None:
                 "billing.enforcement.budgets",
                 "dashboard.weekly_export",
             }
-            assert jobs["billing.rollup"]["last"]["ok"] is True  # type: ignore[index]
-            today = datetime.now(UTC).date()
-            monday = today + timedelta(days=(7 - today.weekday()) % 7)
-            next_run = datetime.fromisoformat(jobs["dashboard.weekly_export"]["next_run"])  # type: ignore[index]
-            assert next_run.weekday() == 0 and (next_run.hour, next_run.minute) == (6, 0)
-            assert next_run.date() in (monday, monday + timedelta(days=7))
+            assert jobs["billing.rollup"]["last"]["outcome"] == "ok"  # type: ignore[index]
+            assert jobs["billing.rollup"]["schedule"] == "every 1 s"  # type: ignore[index]
+            weekly = jobs["dashboard.weekly_export"]
+            assert weekly["schedule"] == "weekly mon 06:00 UTC"  # type: ignore[index]
+            slot = datetime.fromisoformat(weekly["slot"])  # type: ignore[index]
+            assert slot.weekday() == 0 and (slot.hour, slot.minute) == (6, 0)
+            assert timedelta(0) <= datetime.now(UTC) - slot < timedelta(days=7)
         with httpx.Client(base_url=stack.dashboard_url, timeout=10) as dash:
             assert dash.get("/healthz").status_code == 200
             assert dash.get("/").status_code == 302  # to /login
@@ -75,7 +76,7 @@ def test_stack_serves_and_stops(engine: Engine) -> None:
     finally:
         stack.stop()
     assert not any(t.is_alive() for t in stack._threads)
-    assert not stack.scheduler.running
+    assert not stack.worker.scheduler.running
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{stack.api_url}/healthz", timeout=2)
     stack.stop()  # idempotent
@@ -92,7 +93,7 @@ def test_run_stops_on_event(engine: Engine) -> None:
 
     run(stack, duration=30, stop=stop, on_started=started, on_stopping=lambda: seen.append(0))
     assert seen == [200, 0]
-    assert not stack.scheduler.running
+    assert not stack.worker.scheduler.running
 
 
 class RecordingScaler:
