@@ -11,13 +11,10 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 import pytest
-from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.engine import Engine
 
 from billing.config import BillingConfig
 from billing.enforcement import budget_burn, budget_job
-from billing.runner.runner import JobRunner, TickOutcome
-from billing.runner.runs import list_runs
 from billing.enforcement.config import EnforcementConfig
 from billing.enforcement.jobs import Sweeper, evaluate_budgets
 from billing.enforcement.models import BudgetAction, KillScope, Period
@@ -25,6 +22,8 @@ from billing.enforcement.schemas import BudgetCreate
 from billing.enforcement.service import Enforcer
 from billing.enforcement.store import list_kill_switches, set_budget
 from billing.ingest import ingest_usage
+from billing.runner.runner import JobRunner, TickOutcome
+from billing.runner.runs import list_runs
 from billing.schemas import USAGE_EVENT
 from tests.enforcement.conftest import NOW, Clock, FakeScaler, usage
 
