@@ -67,3 +67,7 @@ def root(
 def main() -> None:
     """Console entry point."""
     app()
+
+
+if __name__ == "__main__":
+    main()

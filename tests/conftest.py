@@ -62,12 +62,11 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def engine(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    """A fresh, initialised store on each backend (a file in WAL mode, or a new PG schema)."""
+def bare_engine(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    """An empty store on each backend (a new SQLite file, or a new PG schema): no tables."""
     if backend == "sqlite":
         path = tmp_path_factory.mktemp("db") / "costctl.db"
         eng = make_engine(f"sqlite:///{path}")
-        init_db(eng)
         yield eng
         eng.dispose()
         return
@@ -77,12 +76,18 @@ def engine(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[E
     with admin.begin() as c:
         c.execute(text(f"CREATE SCHEMA {schema}"))
     eng = make_engine(PG_URL, schema=schema)
-    init_db(eng)
     yield eng
     eng.dispose()
     with admin.begin() as c:
         c.execute(text(f"DROP SCHEMA {schema} CASCADE"))
     admin.dispose()
+
+
+@pytest.fixture
+def engine(bare_engine: Engine) -> Engine:
+    """A fresh store on each backend, migrated to head (a file in WAL mode, or a PG schema)."""
+    init_db(bare_engine)
+    return bare_engine
 
 
 @pytest.fixture

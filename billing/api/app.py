@@ -12,7 +12,6 @@ from billing.api.deps import ApiState
 from billing.api.routes import allocations, costs, health, keys, usage
 from billing.apikeys import create_key
 from billing.config import BillingConfig
-from billing.db import init_db
 from billing.models import ApiRole
 
 Extension = Callable[[FastAPI, ApiState], None]
@@ -26,8 +25,8 @@ def create_app(
     routers: Iterable[APIRouter] = (),
     extensions: Iterable[Extension] = (),
 ) -> FastAPI:
-    """Build the API over ``engine``; ``extensions`` let other packages add routes and state."""
-    init_db(engine)
+    """Build the API over ``engine`` (its schema migrated: see billing.migrations);
+    ``extensions`` let other packages add routes and state."""
     if config.bootstrap_admin_key:
         create_key(
             engine,

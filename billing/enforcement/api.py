@@ -39,7 +39,6 @@ from billing.api.deps import (
 )
 from billing.api.routes.usage import USAGE_HOOKS
 from billing.apikeys import Principal
-from billing.db import init_db
 from billing.enforcement.backend import DeploymentScaler
 from billing.enforcement.burn import budget_burn
 from billing.enforcement.domain import AuthorizeRequest
@@ -337,7 +336,6 @@ def make_extension(
     """
 
     def install(app: FastAPI, state: ApiState) -> None:
-        init_db(state.engine)
         enf = Enforcer(
             state.engine,
             state.config.enforcement,

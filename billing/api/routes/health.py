@@ -6,6 +6,7 @@ from fastapi import APIRouter, HTTPException, status
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import text
 
+from billing import migrations
 from billing.api.deps import StateDep
 
 router = APIRouter(tags=["health"])
@@ -19,14 +20,21 @@ def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(state: StateDep) -> dict[str, str]:
-    """The database answers."""
+    """The database answers and its schema is at the code's head revision (503 otherwise)."""
 
-    def ping() -> None:
+    def check() -> migrations.SchemaState:
         with state.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
+        return migrations.state(state.engine)
 
     try:
-        await run_in_threadpool(ping)
+        schema = await run_in_threadpool(check)
     except Exception as exc:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"database: {exc}") from exc
-    return {"status": "ready", "database": state.engine.dialect.name}
+    if not schema.ok:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"schema: {schema.message()}")
+    return {
+        "status": "ready",
+        "database": state.engine.dialect.name,
+        "schema": schema.current or "",
+    }
