@@ -5,7 +5,8 @@
 2. take the job's lock (``billing.runner.locks``) or return ``busy`` — another worker runs it;
 3. under the lock, read the job's newest ``job_run``: a finished run (ok or error) of this slot
    or a later one → ``done``; a ``running`` row → its worker died (it would hold the lock), so
-   it is marked ``abandoned`` and the slot is run again;
+   it is marked ``abandoned`` and its slot is run again (or the current slot, when a newer one
+   has begun meanwhile: runs coalesce, and the newer run covers the abandoned one);
 4. insert ``running``, run, record ``ok`` (with a one-line detail) or ``error``.
 So runs of one job never overlap, each slot is run once (twice only when its first worker died
 mid-run, visible as ``abandoned``), and a slot missed while no worker ran is made up by the

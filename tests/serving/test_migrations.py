@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -44,13 +44,13 @@ TABLES = (
 )
 
 
-def _events(n: int) -> list:  # type: ignore[type-arg]
+def _events(n: int, t0: datetime = T0) -> list:  # type: ignore[type-arg]
     return [
         USAGE_EVENT.validate_python(
             {
                 "id": f"e{i}",
                 "source": "gw",
-                "time": (T0 + timedelta(minutes=10, seconds=i)).isoformat(),
+                "time": (t0 + timedelta(minutes=10, seconds=i)).isoformat(),
                 "model": "llama",
                 "customer": "acme" if i % 2 else "globex",
                 "request_type": "chat",
@@ -62,10 +62,10 @@ def _events(n: int) -> list:  # type: ignore[type-arg]
     ]
 
 
-def _samples() -> list[GpuSampleIn]:
+def _samples(t0: datetime = T0) -> list[GpuSampleIn]:
     return [
         GpuSampleIn(
-            ts=T0 + timedelta(seconds=60 * (i + 1)),
+            ts=t0 + timedelta(seconds=60 * (i + 1)),
             node="n",
             gpu_uuid="GPU-0",
             gpu_type="H100-80GB",
