@@ -5,7 +5,9 @@ Behaviours: a simulated GPU-operator MIG manager (changing ``nvidia.com/mig.conf
 ``nvidia.com/mig.config.state=pending``; the next GET of the node turns it into the outcome
 configured in ``state.mig_outcome[node]``: "success" (default), "failed" or "stuck");
 ``state.fail_next`` holds HTTP codes returned to the next requests (retry tests); every
-request is logged in ``state.requests``.
+request is logged in ``state.requests`` as (method, path), and in ``state.access`` as the
+RBAC attributes the real API server would authorize (``Access``: verb, API group, resource,
+subresource, namespace, name), whatever the fake then answers.
 
 Usage::
 
@@ -23,7 +25,8 @@ import re
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, NamedTuple
+from urllib.parse import parse_qs, urlparse
 
 from kubernetes import client
 
@@ -58,6 +61,55 @@ def merge(base: Any, patch: Any) -> Any:
     return copy.deepcopy(patch)
 
 
+class Access(NamedTuple):
+    """One request as RBAC sees it: ``verb`` on ``group``/``resource``[/``subresource``]."""
+
+    verb: str
+    group: str
+    resource: str
+    subresource: str | None
+    namespace: str | None
+    name: str | None
+
+    @property
+    def rbac_resource(self) -> str:
+        """The resource as RBAC rules spell it ("deployments/scale")."""
+        return f"{self.resource}/{self.subresource}" if self.subresource else self.resource
+
+
+_VERBS = {"GET": "get", "PATCH": "patch", "PUT": "update", "POST": "create", "DELETE": "delete"}
+
+
+def access_of(method: str, path: str, query: dict[str, str]) -> Access | None:
+    """The RBAC attributes of a resource request (None for /version, /openapi and the like).
+
+    Details: /api/v1/... is the core group "", /apis/<group>/<version>/... a named group;
+    namespaces/<ns>/<resource>... is namespaced; GET without a name is list (watch with
+    watch=true); DELETE without a name is deletecollection; POST is create.
+    """
+    parts = [p for p in path.split("/") if p]
+    if parts[:2] == ["api", "v1"]:
+        group, rest = "", parts[2:]
+    elif parts[:1] == ["apis"] and len(parts) >= 3:
+        group, rest = parts[1], parts[3:]
+    else:
+        return None
+    namespace = None
+    if len(rest) >= 3 and rest[0] == "namespaces":
+        namespace, rest = rest[1], rest[2:]
+    if not rest:
+        return None
+    resource = rest[0]
+    name = rest[1] if len(rest) > 1 else None
+    sub = rest[2] if len(rest) > 2 else None
+    verb = _VERBS.get(method, method.lower())
+    if name is None and method == "GET":
+        verb = "watch" if query.get("watch") in ("true", "1") else "list"
+    elif name is None and method == "DELETE":
+        verb = "deletecollection"
+    return Access(verb, group, resource, sub, namespace, name)
+
+
 @dataclass
 class KubeState:
     """The objects the server holds, and its behaviours."""
@@ -68,6 +120,7 @@ class KubeState:
     mig_outcome: dict[str, str] = field(default_factory=dict)
     fail_next: list[int] = field(default_factory=list)
     requests: list[tuple[str, str]] = field(default_factory=list)
+    access: list[Access] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add_node(self, name: str, labels: dict[str, str] | None = None) -> None:
@@ -153,13 +206,13 @@ class _Handler(BaseHTTPRequestHandler):
         return json.loads(self.rfile.read(n) or b"null")
 
     def _handle(self, method: str) -> None:
-        from urllib.parse import parse_qs, urlparse
-
         url = urlparse(self.path)
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
         st = self.state
         with st.lock:
             st.requests.append((method, url.path))
+            if (acc := access_of(method, url.path, query)) is not None:
+                st.access.append(acc)
             if st.fail_next:
                 code = st.fail_next.pop(0)
                 self._send(code, _status(code, "injected failure"))
