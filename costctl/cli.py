@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -47,6 +47,18 @@ def root(
     database_url: Annotated[
         str | None, typer.Option(help="overrides COSTCTL_DATABASE_URL", show_default=False)
     ] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url",
+            help="the costctl API (overrides COSTCTL_API_URL): state changes go through it",
+            show_default=False,
+        ),
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(help="key for --url (overrides COSTCTL_API_KEY)", show_default=False),
+    ] = None,
     verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
 ) -> None:
     """Global options."""
@@ -55,7 +67,8 @@ def root(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        settings = Settings() if database_url is None else Settings(database_url=database_url)
+        over: dict[str, Any] = {"database_url": database_url, "api_url": url, "api_key": api_key}
+        settings = Settings(**{k: v for k, v in over.items() if v is not None})
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first["loc"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
 from sqlalchemy.engine import Engine
@@ -15,6 +15,9 @@ from billing import migrations
 from billing.db import init_db, is_sqlite, make_engine
 from billing.migrations import SchemaStatus
 from costctl.settings import Settings
+
+if TYPE_CHECKING:
+    from costctl.remote import RemoteApi
 
 EXIT_USAGE = 2
 
@@ -45,6 +48,16 @@ class AppContext:
         return engine
 
     _checked: bool = field(default=False, repr=False)
+
+    @property
+    def remote(self) -> RemoteApi | None:
+        """The API client when ``api_url`` is set (state changes then go through the API)."""
+        if not self.settings.api_url:
+            return None
+        from costctl.remote import RemoteApi
+
+        key = self.settings.api_key
+        return RemoteApi(self.settings.api_url, key.get_secret_value() if key else None)
 
 
 def require_schema(engine: Engine, *, create_sqlite: bool = False) -> None:

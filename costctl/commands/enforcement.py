@@ -144,6 +144,11 @@ def budgets_set(
     )
     if not name or len(name) > 100:
         fail("name: 1 to 100 characters")
+    if (api := c.remote) is not None:
+        r = api.call("PUT", f"/v1/budgets/{name}", spec.model_dump(mode="json"))
+        verb = "created" if r.status_code == 201 else "updated"
+        typer.echo(f"{verb} budget {name} (id {r.json()['id']})")
+        return
     b, created, _reset = set_budget(c.engine, name=name, spec=spec, actor=_actor(), now=now())
     pub = _publisher(c)
     if pub is not None:
@@ -155,6 +160,10 @@ def budgets_set(
 def budgets_delete(ctx: typer.Context, name: str) -> None:
     """Delete a budget."""
     c = get_ctx(ctx)
+    if (api := c.remote) is not None:
+        api.call("DELETE", f"/v1/budgets/{name}")
+        typer.echo(f"deleted budget {name}")
+        return
     bid = delete_budget(c.engine, name=name, actor=_actor(), now=now())
     if bid is None:
         fail(f"no budget {name!r}")
@@ -197,6 +206,10 @@ def rates_set(
             "per": [p for p in per.split(",") if p],
         },
     )
+    if (api := c.remote) is not None:
+        resp = api.call("PUT", f"/v1/rate-limits/{name}", spec.model_dump(mode="json"))
+        typer.echo(f"{'created' if resp.status_code == 201 else 'updated'} rate limit {name}")
+        return
     r, created = set_rate_limit(c.engine, name=name, spec=spec, actor=_actor(), now=now())
     pub = _publisher(c)
     if pub is not None:
@@ -208,6 +221,10 @@ def rates_set(
 def rates_delete(ctx: typer.Context, name: str) -> None:
     """Delete a rate limit."""
     c = get_ctx(ctx)
+    if (api := c.remote) is not None:
+        api.call("DELETE", f"/v1/rate-limits/{name}")
+        typer.echo(f"deleted rate limit {name}")
+        return
     if not delete_rate_limit(c.engine, name=name, actor=_actor(), now=now()):
         fail(f"no rate limit {name!r}")
     pub = _publisher(c)
@@ -232,6 +249,11 @@ def kill_cmd(
     """Trip a kill-switch: every API worker denies the scope; a model is scaled to zero."""
     c = get_ctx(ctx)
     spec = _validated(KillIn, {"scope": scope, "target": target, "reason": reason})
+    if (api := c.remote) is not None:  # the API's scaler acts (--no-scale does not apply)
+        r = api.call("POST", "/v1/killswitches", spec.model_dump(mode="json"))
+        what = f"{spec.scope.value} {spec.target}"
+        typer.echo(f"killed {what}" if r.status_code == 201 else f"{what} is already killed")
+        return
     scaler, why = (None, None)
     if spec.scope == KillScope.model and not no_scale:
         scaler, why = kube_scaler(c.settings)
@@ -269,6 +291,10 @@ def revive_cmd(
     target = "*" if scope == KillScope.global_ else target
     if scope != KillScope.global_ and target == "*":
         fail(f"a {scope.value} needs a target name")
+    if (api := c.remote) is not None:
+        api.call("POST", f"/v1/killswitches/{scope.value}/{target}/revive", body.model_dump())
+        typer.echo(f"revived {scope.value} {target}")
+        return
     scaler, why = kube_scaler(c.settings) if scope == KillScope.model else (None, None)
     out = revive(
         c.engine,

@@ -186,13 +186,24 @@ def keys_create(
     role: Annotated[ApiRole, typer.Option()],
     name: Annotated[str, typer.Option()] = "cli",
     customer: Annotated[str | None, typer.Option(help="scope a read key to one customer")] = None,
+    key: Annotated[
+        str | None,
+        typer.Option(help="store this key (from `costctl keys new`) instead of a new one"),
+    ] = None,
 ) -> None:
     """Create an API key and print it (shown once)."""
+    c = get_ctx(ctx)
+    if (api := c.remote) is not None:
+        if key is not None:
+            fail("--key: only with a local database (the API makes its own keys)")
+        body = {"name": name, "role": role.value, "customer": customer}
+        typer.echo(api.call("POST", "/v1/keys", body).json()["key"])
+        return
     try:
-        key = create_key(get_ctx(ctx).engine, name=name, role=role, customer=customer, now=now())
+        made = create_key(c.engine, name=name, role=role, customer=customer, now=now(), key=key)
     except ValueError as exc:
-        fail(str(exc))
-    typer.echo(key)
+        fail(f"--key: {exc}" if key is not None and "key" in str(exc) else str(exc))
+    typer.echo(made)
 
 
 @keys_app.command("new")
@@ -212,6 +223,10 @@ def keys_list(ctx: typer.Context) -> None:
 @keys_app.command("revoke")
 def keys_revoke(ctx: typer.Context, prefix: str) -> None:
     """Revoke a key by its prefix."""
+    if (api := get_ctx(ctx).remote) is not None:
+        api.call("DELETE", f"/v1/keys/{prefix}")
+        typer.echo(f"revoked {prefix}")
+        return
     if not revoke_key(get_ctx(ctx).engine, prefix=prefix, now=now()):
         fail(f"no live key with prefix {prefix!r}")
     typer.echo(f"revoked {prefix}")
