@@ -6,7 +6,7 @@ import importlib
 
 import typer
 
-BENCHES = ("ingest", "attribute", "pack", "authorize", "dashboard")
+BENCHES = ("ingest", "attribute", "pack", "authorize", "dashboard", "workers")
 
 
 def register(app: typer.Typer) -> None:

@@ -9,9 +9,10 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from billing.enforcement.api import ENFORCER
+from billing.enforcement.config import EnforcementConfig
 from billing.enforcement.jobs import evaluate_budgets
 from billing.enforcement.service import Enforcer
-from tests.enforcement.conftest import Clock, FakeScaler, authorize, usage
+from tests.enforcement.conftest import Clock, FakeScaler, authorize, make_enf_api, usage
 from tests.utils.api import Api
 
 ApiClock = tuple[Api, Clock]
@@ -277,3 +278,28 @@ def test_metrics(api_clock: ApiClock) -> None:
     assert 'costctl_authorize_decisions_total{outcome="deny",reason="budget_usd"} 1.0' in text
     assert "costctl_reservations_in_flight 1.0" in text
     assert "costctl_kill_switches_active 1.0" in text
+
+
+@pytest.mark.parametrize("named", [False, True], ids=["default-no-customers", "opt-in"])
+def test_metrics_name_no_customer_unless_asked(engine: Engine, named: bool) -> None:
+    api, _ = make_enf_api(engine, config=EnforcementConfig(metrics_customer_labels=named))
+    r = api.client.put(
+        "/v1/rate-limits/per-tenant",
+        json={"rpm": 100, "per": ["customer"]},
+        headers=api.h("admin"),
+    )
+    assert r.status_code == 201, r.text
+    rid = r.json()["id"]
+    authorize(api, customer="acme")
+    authorize(api, customer="acme")
+    authorize(api, customer="globex")
+    text = api.client.get("/metrics").text
+    levels = [ln for ln in text.splitlines() if ln.startswith("costctl_bucket_level{")]
+    if named:
+        assert any(f'bucket="rl:{rid}:req:customer=acme"' in ln for ln in levels)
+        assert any("customer=globex" in ln for ln in levels)
+    else:
+        assert "acme" not in text and "globex" not in text
+        # one series per rule: the lowest level among its customers (acme spent 2 of 100)
+        (req,) = [ln for ln in levels if f'"rl:{rid}:req:customer=*"' in ln]
+        assert float(req.rsplit(" ", 1)[1]) == pytest.approx(98.0, abs=0.1)

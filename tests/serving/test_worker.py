@@ -203,16 +203,20 @@ def test_three_workers_one_run_per_slot_and_kill_9_is_taken_over(
     # (runs coalesce: the newer slot's run covers the abandoned one)
     assert retry.slot - dead[0].slot in (timedelta(0), timedelta(seconds=2))
     assert retry.outcome == "ok" and retry.worker_id != dead[0].worker_id
-    assert retry.started_at - dead[0].started_at < timedelta(seconds=2 * 0.5 + 1.5 + 1)
     # every rollup slot between the first and the last was run, each once
     slots = [r.slot for r in runs["billing.rollup"] if r.outcome == "ok"]
     assert len(slots) == len(set(slots))
     span = (max(slots) - min(slots)).total_seconds()
     assert len(slots) == span / 2 + 1
     assert len(slots) >= 4
-    # the weekly job ran exactly once across three workers
-    assert [r.outcome for r in runs["test.weekly"]] == ["ok"]
-    assert len(list(tmp_path.glob("weekly-*"))) == 1
+    # the weekly job completed exactly once across three workers (a run the kill cut short,
+    # if the victim was in it, is marked abandoned and was done again by another worker)
+    weekly = runs["test.weekly"]
+    assert [r.outcome for r in weekly if r.outcome != "abandoned"] == ["ok"]
+    assert all(r.worker_id.split(":")[1] == str(victim) for r in weekly if r.outcome != "ok")
+    done_by = next(r.worker_id.split(":")[1] for r in weekly if r.outcome == "ok")
+    assert (tmp_path / f"weekly-{done_by}").exists()
+    assert {f.name for f in tmp_path.glob("weekly-*")} <= {f"weekly-{done_by}", f"weekly-{victim}"}
     assert {r.worker_id.split(":")[1] for rs in runs.values() for r in rs} <= {
         str(p.pid) for p in procs
     }
