@@ -17,3 +17,9 @@ fi
 if $C bench --help | grep -q " dashboard "; then
   $C bench dashboard --events 10000000 --json
 fi
+# N workers on an empty PostgreSQL database, one kill -9 mid-rollup
+psql -h 127.0.0.1 -U postgres -d test -qc "DROP DATABASE IF EXISTS costctl_soak WITH (FORCE)" \
+  -c "CREATE DATABASE costctl_soak"
+SOAK=postgresql://postgres@127.0.0.1:5432/costctl_soak
+$C --database-url "$SOAK" db upgrade >/dev/null
+$C --database-url "$SOAK" bench workers --workers 3 --seconds 120 --rollup-interval 5 --json
