@@ -20,6 +20,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection, Engine
+from sqlmodel import SQLModel
 
 HERE = Path(__file__).resolve().parent
 BASELINE = "0001"
@@ -32,6 +33,7 @@ class SchemaStatus(StrEnum):
     behind = "behind"
     ahead = "ahead"
     empty = "empty"
+    drift = "drift"  # at head by its revision, but a table or column the code uses is missing
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class SchemaState:
     current: str | None
     head: str
     status: SchemaStatus
+    missing: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -61,6 +64,12 @@ class SchemaState:
             )
         if self.status is SchemaStatus.empty:
             return "database has no costctl schema: run `costctl db upgrade`"
+        if self.status is SchemaStatus.drift:
+            shown = ", ".join(self.missing[:5]) + (" ..." if len(self.missing) > 5 else "")
+            return (
+                f"database schema is marked {self.current} but lacks {shown}: it was changed "
+                "outside the migrations; restore it (or `costctl db downgrade` and upgrade)"
+            )
         return f"database schema at head ({self.head})"
 
 
@@ -98,10 +107,31 @@ def current(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
+def missing_objects(engine: Engine) -> list[str]:
+    """Tables and columns of the code's metadata that the database lacks (``table.column``)."""
+    import billing.enforcement.models
+    import billing.models  # noqa: F401  (every table on the metadata)
+
+    insp = inspect(engine)
+    present = set(insp.get_table_names())
+    out: list[str] = []
+    for name, table in SQLModel.metadata.tables.items():
+        if name not in present:
+            out.append(name)
+            continue
+        have = {c["name"] for c in insp.get_columns(name)}
+        out += [f"{name}.{c.name}" for c in table.columns if c.name not in have]
+    return out
+
+
 def state(engine: Engine) -> SchemaState:
-    """Compare the database's revision with the code's head."""
+    """Compare the database's revision with the code's head, and at head check that every
+    table and column the code uses exists (a column dropped by hand is ``drift``)."""
     rev, top = current(engine), head()
     if rev == top:
+        missing = tuple(missing_objects(engine))
+        if missing:
+            return SchemaState(rev, top, SchemaStatus.drift, missing)
         return SchemaState(rev, top, SchemaStatus.at_head)
     if rev is None:
         has_tables = _BASELINE_TABLE in inspect(engine).get_table_names()

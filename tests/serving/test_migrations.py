@@ -227,3 +227,11 @@ def test_postgres_sessions_are_utc_whatever_the_database_zone(kolkata_url: str) 
     engine.dispose()
     assert tokens == 40 * 125  # every token in the hour it happened, none lost to +05:30
     assert hours == 1
+
+
+def test_a_dropped_column_is_drift_not_ready(engine: Engine) -> None:
+    with engine.begin() as c:
+        c.execute(text("ALTER TABLE usage_event DROP COLUMN request_type"))
+    st = migrations.state(engine)
+    assert (st.status, st.missing) == (SchemaStatus.drift, ("usage_event.request_type",))
+    assert "lacks usage_event.request_type" in st.message()

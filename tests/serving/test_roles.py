@@ -101,7 +101,11 @@ def test_readyz_is_red_when_the_schema_is_not_at_head(engine: Engine) -> None:
     api = make_api(engine)
     ok = api.client.get("/readyz")
     assert ok.status_code == 200 and ok.json()["schema"] == migrations.head()
-    migrations.downgrade(engine, "-1")
+    with engine.begin() as c:
+        c.execute(text("ALTER TABLE usage_event DROP COLUMN device_id"))
+    drift = api.client.get("/readyz")
+    assert drift.status_code == 503 and "lacks usage_event.device_id" in drift.json()["detail"]
+    migrations.downgrade(engine, "0001")
     red = api.client.get("/readyz")
     assert red.status_code == 503 and "costctl db upgrade" in red.json()["detail"]
 
