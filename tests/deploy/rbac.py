@@ -29,6 +29,11 @@ class Permission:
         return f"{where}:{self.group or 'core'}/{self.resource}{names}:{self.verb}"
 
 
+def key(p: Permission) -> tuple[str | None, str, str, str]:
+    """(namespace, group, resource, verb) of a permission."""
+    return (p.namespace, p.group, p.resource, p.verb)
+
+
 def _bound(binding: Doc, sa_namespace: str, sa_name: str) -> bool:
     own = binding["metadata"].get("namespace")
     return any(

@@ -79,6 +79,8 @@ def test_the_overlay_sets_namespace_image_replicas_and_patches() -> None:
         ("ClusterRoleBinding", "", "costctl-agent"),
         ("Role", "default", "costctl-worker"),
         ("RoleBinding", "default", "costctl-worker"),
+        ("Role", "default", "costctl-api"),
+        ("RoleBinding", "default", "costctl-api"),
         ("Role", "gpu-operator", "costctl-worker"),
         ("RoleBinding", "gpu-operator", "costctl-worker"),
     }

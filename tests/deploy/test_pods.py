@@ -98,10 +98,11 @@ def test_service_accounts_and_tokens() -> None:
         )
     assert tokens == {
         "costctl-db-upgrade": False,
-        "costctl-api": False,
+        "costctl-api": True,  # the kill-switch scales model Deployments from the API
         "costctl-worker": True,
         "costctl-dashboard": False,
         "costctl-agent": True,
     }
-    for name in ("costctl-api", "costctl-dashboard", "costctl-migrate"):
+    for name in ("costctl-dashboard", "costctl-migrate"):
         assert sas[name]["automountServiceAccountToken"] is False
+    assert sas["costctl-api"]["automountServiceAccountToken"] is True

@@ -1,4 +1,5 @@
-"""The worker's RBAC in deploy/ against what the real KubeApplier does.
+"""The worker's RBAC in deploy/ against what the real KubeApplier does (the API's:
+test_rbac_api.py).
 
 The applier is built the way `costctl worker` builds it (``KubeApplier.from_settings`` with the
 worker Deployment's environment, in-cluster config pointed at the fake API server of
@@ -13,16 +14,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from kubernetes import client
-from kubernetes import config as kube_config
 
-from costctl.settings import Settings
-from scheduler.kube import KubeApplier
 from scheduler.model import Snapshot
 from scheduler.planner import plan
+from tests.deploy.drive import applier_of, deployment_permissions, service_account
 from tests.deploy.kustomize import Doc
-from tests.deploy.manifests import BASE, built, env_of, named
-from tests.deploy.rbac import Permission, allows, denied, permissions
+from tests.deploy.manifests import BASE, built, named
+from tests.deploy.rbac import Permission, allows, denied, key, permissions
 from tests.scheduler.builders import fleet, workload
 from tests.utils.kube_server import Access, KubeServer
 
@@ -40,14 +38,9 @@ CLUSTER_WIDE_OK = {
 }
 
 
-def _sa(docs: list[Doc], kind: str, name: str) -> tuple[str, str]:
-    d = named(docs, kind, name)
-    return d["metadata"]["namespace"], d["spec"]["template"]["spec"]["serviceAccountName"]
-
-
 def worker_permissions(docs: list[Doc]) -> list[Permission]:
     """The worker ServiceAccount's permissions in a build."""
-    return permissions(docs, *_sa(docs, "Deployment", "costctl-worker"))
+    return deployment_permissions(docs, "costctl-worker")
 
 
 def _snapshot() -> Snapshot:
@@ -63,30 +56,12 @@ def _snapshot() -> Snapshot:
     )
 
 
-def _worker_settings(docs: list[Doc], mp: pytest.MonkeyPatch) -> Settings:
-    (c,) = named(docs, "Deployment", "costctl-worker")["spec"]["template"]["spec"]["containers"]
-    for k, v in env_of(c).items():
-        if isinstance(v, str):
-            mp.setenv(k, v)
-    return Settings(_env_file=None)  # type: ignore[call-arg]
-
-
 def _drive(kube: KubeServer, docs: list[Doc]) -> None:
-    with pytest.MonkeyPatch.context() as mp:
-        settings = _worker_settings(docs, mp)
-        namespace = settings.scheduler.kube_namespace
-        for n in ("a", "b"):
-            kube.state.add_node(n)
-        for m in MODELS:
-            kube.state.add_deployment(namespace, m, model=m, replicas=1)
-        cfg = client.Configuration()
-        cfg.host = kube.url
-        mp.setattr(client.Configuration, "_default", None)
-        mp.setattr(
-            kube_config, "load_incluster_config", lambda: client.Configuration.set_default(cfg)
-        )
-        a = KubeApplier.from_settings(settings)
-        a.sleep = lambda s: None
+    a, settings = applier_of(kube, docs, "costctl-worker")
+    for n in ("a", "b"):
+        kube.state.add_node(n)
+    for m in MODELS:
+        kube.state.add_deployment(settings.scheduler.kube_namespace, m, model=m, replicas=1)
     snap = _snapshot()
     p = plan(snap)
     rendered = a.render(p, snap.gpus)
@@ -127,15 +102,11 @@ def test_every_request_of_the_applier_is_granted_to_the_worker(traffic: list[Acc
     assert denied(worker_permissions(built()), traffic) == []
 
 
-def _key(p: Permission) -> tuple[str | None, str, str, str]:
-    return (p.namespace, p.group, p.resource, p.verb)
-
-
 @pytest.mark.parametrize("perm", worker_permissions(built()), ids=str)
 def test_each_worker_permission_is_needed(perm: Permission, traffic: list[Access]) -> None:
     others = [p for p in worker_permissions(built()) if p != perm]
     lost = denied(others, traffic)
-    if _key(perm) in RESERVED:
+    if key(perm) in RESERVED:
         assert lost == [], f"{perm} is used now: drop it from RESERVED"
     else:
         assert lost, f"{perm} ({perm.source}) is granted but no request needs it"
@@ -143,7 +114,7 @@ def test_each_worker_permission_is_needed(perm: Permission, traffic: list[Access
 
 
 def test_reserved_permissions_are_granted() -> None:
-    assert set(RESERVED) <= {_key(p) for p in worker_permissions(built())}
+    assert set(RESERVED) <= {key(p) for p in worker_permissions(built())}
 
 
 def test_a_missing_rule_is_reported_with_its_requests(traffic: list[Access]) -> None:
@@ -207,8 +178,8 @@ def test_cluster_roles_grant_only_nodes_pod_reads_and_clusterpolicies() -> None:
 
 def test_agent_reads_pods_and_nodes_only() -> None:
     docs = built()
-    perms = permissions(docs, *_sa(docs, "DaemonSet", "costctl-agent"))
-    assert {_key(p) for p in perms} == {
+    perms = permissions(docs, *service_account(docs, "DaemonSet", "costctl-agent"))
+    assert {key(p) for p in perms} == {
         (None, "", "pods", "get"),
         (None, "", "pods", "list"),
         (None, "", "nodes", "get"),
@@ -216,13 +187,8 @@ def test_agent_reads_pods_and_nodes_only() -> None:
 
 
 @pytest.mark.parametrize(
-    ("kind", "name"),
-    [
-        ("Deployment", "costctl-api"),
-        ("Deployment", "costctl-dashboard"),
-        ("Job", "costctl-db-upgrade"),
-    ],
+    ("kind", "name"), [("Deployment", "costctl-dashboard"), ("Job", "costctl-db-upgrade")]
 )
-def test_api_dashboard_and_migration_have_no_rbac(kind: str, name: str) -> None:
+def test_dashboard_and_migration_have_no_rbac(kind: str, name: str) -> None:
     docs = built()
-    assert permissions(docs, *_sa(docs, kind, name)) == []
+    assert permissions(docs, *service_account(docs, kind, name)) == []
