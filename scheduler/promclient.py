@@ -55,9 +55,7 @@ class PromClient:
         data = self._post("/api/v1/query", {"query": expr, "time": _unix(at)})
         return _series(data)
 
-    def query_range(
-        self, expr: str, start: datetime, end: datetime, step_s: float
-    ) -> list[Series]:
+    def query_range(self, expr: str, start: datetime, end: datetime, step_s: float) -> list[Series]:
         """Evaluate ``expr`` at start, start + step, ..., up to end (inclusive)."""
         form = {"query": expr, "start": _unix(start), "end": _unix(end), "step": f"{step_s:g}"}
         return _series(self._post("/api/v1/query_range", form))
@@ -96,7 +94,8 @@ def _point(p: Any) -> tuple[float, float]:
 
 def _series(data: Mapping[str, Any]) -> list[Series]:
     """Series of a vector, matrix or scalar result. Raises: PrometheusError for other shapes."""
-    kind, result = data.get("resultType"), data.get("result")
+    kind = data.get("resultType")
+    result: Any = data.get("result")
     try:
         if kind == "matrix":
             return [

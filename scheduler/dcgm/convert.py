@@ -23,7 +23,7 @@ import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Literal
 
 from billing.schemas import AllocationIn, GpuProcessSampleIn, GpuSampleIn
@@ -89,13 +89,12 @@ def holder_of(labels: Mapping[str, str], mode: Literal["auto", "exported"]) -> H
     """The pod of a series: ``exported_*`` labels (a scrape that renamed them), else plain.
 
     Details: with ``mode="exported"`` the plain labels are the scrape target's (the exporter
-    pod) and never a workload. No pod name: None (an idle device).
+    pod) and never a workload. No pod name: None (an idle device); a missing namespace or
+    container reads "-".
     """
-    exported = tuple(labels.get(f"exported_{k}", "") for k in WORKLOAD)
-    if exported[1] or mode == "exported":
-        return (exported[0], exported[1], exported[2]) if exported[1] else None
-    pod = labels.get("pod", "")
-    return (labels.get("namespace", ""), pod, labels.get("container", "")) if pod else None
+    prefix = "exported_" if labels.get("exported_pod") or mode == "exported" else ""
+    ns, pod, container = (labels.get(f"{prefix}{k}", "") for k in WORKLOAD)
+    return (ns or "-", pod, container or "-") if pod else None
 
 
 def _gi(labels: Mapping[str, str]) -> int | None:
@@ -205,11 +204,15 @@ def _parent_sample(gpu: str, parts: Sequence[_Device], t: int, opts: Options) ->
     )
 
 
+def _order(key: DeviceKey) -> tuple[str, int]:
+    return key[0], -1 if key[1] is None else key[1]
+
+
 def samples_of(devices: Mapping[DeviceKey, _Device], opts: Options) -> list[GpuSampleIn]:
     """One row per device and step with a reading, plus MIG GPUs' physical rows."""
     out: list[GpuSampleIn] = []
     instances: dict[str, list[_Device]] = defaultdict(list)
-    for (gpu, gi), dev in sorted(devices.items(), key=lambda kv: (kv[0][0], -1 if kv[0][1] is None else kv[0][1])):
+    for (gpu, gi), dev in sorted(devices.items(), key=lambda kv: _order(kv[0])):
         if gi is not None:
             instances[gpu].append(dev)
         out += [_sample(dev, t, opts, gpu if gi is not None else None) for t in sorted(dev.values)]
@@ -261,8 +264,8 @@ def holdings_of(
 ) -> None:
     """Observed holdings of ``[start, end)`` (unix seconds on the step grid) into ``out``.
 
-    Details: a run that begins at ``start`` continues a known holding of the same device and
-    pod that began earlier and had not ended before ``start`` (it keeps that start); a known
+    Details: a run that begins at ``start`` continues a known holding of the same device,
+    pod and fraction that began earlier and ends after ``start`` (it keeps that start); a known
     open holding that no run continues ends at ``start``. Known holdings that begin at or
     after ``start`` are this range's own (a re-pull) and are recomputed, not closed.
     """
@@ -270,7 +273,7 @@ def holdings_of(
     prior = {
         (a.device_uuid, a.namespace, a.pod, a.container): a
         for a in known
-        if a.start < _at(start) and (a.end is None or a.end >= _at(start))
+        if a.start < _at(start) and (a.end is None or a.end > _at(start))
     }
     continued: set[tuple[str, str, str, str]] = set()
     for dev in devices.values():
@@ -286,11 +289,7 @@ def holdings_of(
                 continue
             key = (dev.uuid, ns, pod, container)
             began = _at(first)
-            if (
-                first == start
-                and key in prior
-                and math.isclose(prior[key].fraction, fraction / k)
-            ):
+            if first == start and key in prior and math.isclose(prior[key].fraction, fraction / k):
                 began = prior[key].start
                 continued.add(key)
             whole = dev.key[1] is None

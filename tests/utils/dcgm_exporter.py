@@ -1,4 +1,4 @@
-"""A fixture dcgm-exporter: a scenario of GPUs, MIG instances and pods, served as dcgm-exporter does.
+"""A fixture dcgm-exporter: GPUs, MIG instances and pods, served as dcgm-exporter serves them.
 
 The text is dcgm-exporter's exposition format: per metric ``# HELP``/``# TYPE``, then one line
 per device with ``gpu``, ``UUID``, ``pci_bus_id``, ``device``, ``modelName``, for a MIG instance
