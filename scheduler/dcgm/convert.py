@@ -24,11 +24,10 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, Protocol
 
 from billing.schemas import AllocationIn, GpuProcessSampleIn, GpuSampleIn
 from scheduler.dcgm.gputypes import gpu_type_of, memory_mib, mig_fraction
-from scheduler.promclient import Series
 
 GR_ACTIVE = "DCGM_FI_PROF_GR_ENGINE_ACTIVE"  # ratio 0..1
 GPU_UTIL = "DCGM_FI_DEV_GPU_UTIL"  # percent 0..100
@@ -41,6 +40,16 @@ WORKLOAD = ("namespace", "pod", "container")
 
 Holder = tuple[str, str, str]  # namespace, pod, container
 DeviceKey = tuple[str, int | None]  # parent/whole GPU UUID, GPU_I_ID
+
+
+class Series(Protocol):
+    """What the conversion reads of a result series (scheduler.promclient.Series is one)."""
+
+    @property
+    def labels(self) -> Mapping[str, str]: ...
+
+    @property
+    def points(self) -> Sequence[tuple[float, float]]: ...
 
 
 def mig_device_id(parent_uuid: str, gi_id: int) -> str:

@@ -14,6 +14,7 @@ MODELS = {
     ("ml", "mistral-0"): "mistral-7b",
     ("ml", "llama-8b-0"): "llama-3-8b",
     ("ml", "mixtral-0"): "mixtral-8x7b",
+    ("ml", "mixtral-1"): "mixtral-8x7b",
     ("batch", "embed-0"): "mistral-7b",
     ("batch", "embed-1"): "llama-3-8b",
 }

@@ -120,6 +120,7 @@ def test_pull_stores_samples_and_holdings_that_follow_the_pods(live: Live, engin
     assert {k: len(v) for k, v in by_device.items()} == {
         d: steps for d in (H100, A100, T4, mig1, mig2)
     }
+
     def util(device: str) -> set[float]:
         return {round(r["sm_util"], 6) for r in by_device[device]}
 
