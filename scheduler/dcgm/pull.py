@@ -20,6 +20,8 @@ from sqlalchemy.engine import Engine
 from billing.allocations import ingest_allocations, query_allocations
 from billing.ingest import ingest_gpu_samples
 from billing.models import PullCursor, table_of
+from billing.runner.runner import JobSpec
+from billing.runner.schedule import Every
 from billing.schemas import AllocationIn
 from scheduler.config import SchedulerConfig
 from scheduler.dcgm.convert import METRICS, OBSERVER, Options, convert, pods_of
@@ -47,6 +49,15 @@ class PullResult:
     allocations_unchanged: int = 0
     unresolved: set[tuple[str, str]] = field(default_factory=set)
     problems: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        """One line for logs and ``job_run.detail``."""
+        return (
+            f"dcgm pull [{self.start}, {self.end}): {self.steps} steps, "
+            f"{self.samples_inserted} rows new ({self.samples_duplicate} known), allocations "
+            f"{self.allocations_inserted} new/{self.allocations_updated} closed/"
+            f"{self.allocations_unchanged} unchanged, {len(self.unresolved)} pods without model"
+        )
 
 
 def options(config: SchedulerConfig) -> Options:
@@ -210,3 +221,20 @@ def _add(total: PullResult, part: PullResult) -> None:
 def static_models(mapping: Mapping[tuple[str, str], str]) -> ModelOf:
     """A ``model_of`` from a fixed (namespace, pod) -> model table (tests, small setups)."""
     return lambda namespace, pod: mapping.get((namespace, pod))
+
+
+def dcgm_pull_job(engine: Engine, config: SchedulerConfig, model_of: ModelOf) -> JobSpec | None:
+    """``pull_once`` as a worker job every ``dcgm_pull_interval_s`` (None: no prometheus_url).
+
+    Details: a missed slot is not made up (grace = one interval): the next run reads from
+    the cursor anyway.
+    """
+    if not config.prometheus_url:
+        return None
+    prom = make_client(config)
+    return JobSpec(
+        "scheduler.dcgm_pull",
+        Every(config.dcgm_pull_interval_s),
+        lambda now: pull_once(engine, config, prom, now, model_of),
+        grace_s=config.dcgm_pull_interval_s,
+    )

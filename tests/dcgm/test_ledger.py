@@ -34,6 +34,7 @@ from billing.pricebook import read_price_book, store_prices
 from billing.schemas import UsageEventIn
 from billing.windows import Window, floor_hour
 from scheduler.config import SchedulerConfig
+from scheduler.dcgm import pull
 from scheduler.dcgm.pull import pull_once, static_models
 from scheduler.promclient import PromClient
 from tests.conftest import need_service
@@ -169,9 +170,12 @@ def ledger(engine: Engine) -> tuple[pd.DataFrame, int]:
     return rows.sort_values(KEYS, ignore_index=True), int(sum(metered))
 
 
+@pytest.mark.parametrize("chunk", [2000, 97], ids=["one-query", "chunks-of-97-steps"])
 def test_an_hour_through_prometheus_gives_the_scenarios_ledger(
-    prom_url: str, engine: Engine
+    prom_url: str, engine: Engine, chunk: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # 97 steps a query: holdings run across chunk boundaries (the switches are at steps 150, 240)
+    monkeypatch.setattr(pull, "MAX_STEPS", chunk)
     cfg = SchedulerConfig(
         prometheus_url=prom_url, prometheus_step_s=STEP, prometheus_lag_s=0, dcgm_backfill_s=3600
     )

@@ -23,7 +23,14 @@ from sqlalchemy.engine import Engine
 from billing.models import Allocation, GpuProcessSample, GpuSample, table_of
 from scheduler.config import SchedulerConfig
 from scheduler.dcgm.convert import mig_device_id
-from scheduler.dcgm.pull import pull_once, read_cursor, static_models, write_cursor
+from scheduler.dcgm.pull import (
+    PullResult,
+    dcgm_pull_job,
+    pull_once,
+    read_cursor,
+    static_models,
+    write_cursor,
+)
 from scheduler.promclient import PromClient, PrometheusError
 from tests.conftest import need_service
 from tests.dcgm.conftest import A100, H100, MODELS, T4, fleet
@@ -188,6 +195,29 @@ _TABLES = (
     (GpuProcessSample, ("device_uuid", "ts")),
     (Allocation, ("device_uuid", "pod", "start")),
 )
+
+
+def test_the_worker_job_pulls_from_the_cursor(live: Live, engine: Engine) -> None:
+    assert dcgm_pull_job(engine, SchedulerConfig(), static_models(MODELS)) is None
+    cfg = SchedulerConfig(
+        prometheus_url=live.url, prometheus_step_s=1, prometheus_lag_s=0, dcgm_pull_interval_s=30
+    )
+    job = dcgm_pull_job(engine, cfg, static_models(MODELS))
+    assert job is not None and (job.name, job.schedule.period_s) == ("scheduler.dcgm_pull", 30)
+    end = math.floor(live.done)
+    write_cursor(engine, _dt(end - 3), _dt(end - 3))
+    result = job.run(_dt(live.done))
+    assert isinstance(result, PullResult)
+    # 5 sample rows a step, pod rows for the H100 and the 3g instance, and for the 4g one
+    # until it went idle
+    gi2_idle = math.ceil(_raw_first(PromClient(live.url), live.done, 'GPU_I_ID="2",pod=""'))
+    gi2_rows = max(0, min(end, gi2_idle) - (end - 3))
+    assert (result.steps, result.samples_inserted) == (3, 3 * 5 + 3 * 2 + gi2_rows)
+    assert str(result).startswith(
+        f"dcgm pull [{_dt(end - 3)}, {_dt(end)}): 3 steps, {result.samples_inserted} rows new"
+    )
+    again = job.run(_dt(live.done))  # caught up: nothing to read
+    assert str(again).startswith(f"dcgm pull [{_dt(end)}, {_dt(end)}): 0 steps, 0 rows new")
 
 
 def test_prometheus_errors_are_one_exception(live: Live, tmp_path: Path) -> None:
