@@ -53,7 +53,8 @@ class SchedulerConfig(BaseModel):
 
     prometheus_url: str | None = Field(
         default=None,
-        description="Prometheus that scrapes dcgm-exporter (unset: the DCGM pull is off).",
+        description="Prometheus that scrapes dcgm-exporter (unset: the DCGM pull is off). "
+        "Nodes it covers must not also run `costctl agent` (GPU time would be sampled twice).",
     )
     prometheus_step_s: int = Field(
         default=30,

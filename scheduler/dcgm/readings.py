@@ -2,8 +2,12 @@
 
 Pure. A device is a whole GPU (series without ``GPU_I_ID``) or a MIG GPU instance (``UUID`` of
 the parent GPU + ``GPU_I_ID`` + ``GPU_I_PROFILE``, as dcgm-exporter labels them); dcgm-exporter
-exports no MIG device UUID, so an instance's id is ``mig_device_id(parent, gi)``. The pods on a
-device at a step are the ``namespace/pod/container`` label sets of its series at that step.
+exports no MIG device UUID, so an instance's id is ``mig_device_id(parent, gi)``
+(``MIG-<parent GPU UUID>/gi<GPU_I_ID>``), which is NOT the ``MIG-<uuid>`` the NVML agent
+reports. So the DCGM pull and the node agent must not both run for one node: the same GPU
+time would be sampled by both and its MIG holdings would carry two different device ids.
+The pods on a device at a step are the ``namespace/pod/container`` label sets of its series
+at that step.
 """
 
 from __future__ import annotations
