@@ -300,3 +300,18 @@ class JobRun(SQLModel, table=True):
     outcome: str = Field(default=JobOutcome.running.value, max_length=16)
     error: str | None = Field(default=None, max_length=1000)
     detail: str | None = Field(default=None, max_length=1000)
+
+
+class PullCursor(SQLModel, table=True):
+    """How far a pull job has read an outside source: everything before ``until`` is stored.
+
+    One row per source (``dcgm``: the DCGM pull through Prometheus). Re-reading before
+    ``until`` is harmless (every pulled row has an idempotency key); the cursor only saves
+    the work.
+    """
+
+    __tablename__ = "pull_cursor"
+
+    source: str = Field(max_length=100, primary_key=True)
+    until: datetime = _ts(index=False)
+    updated_at: datetime = _ts(index=False)

@@ -51,6 +51,45 @@ class SchedulerConfig(BaseModel):
         default_factory=dict, description="latency class per model (default interactive)"
     )
 
+    prometheus_url: str | None = Field(
+        default=None,
+        description="Prometheus that scrapes dcgm-exporter (unset: the DCGM pull is off). "
+        "Nodes it covers must not also run `costctl agent` (GPU time would be sampled twice).",
+    )
+    prometheus_step_s: int = Field(
+        default=30,
+        ge=1,
+        le=3600,
+        description="sampling grid of the DCGM pull: one sample per device per step "
+        "(keep it >= the dcgm-exporter scrape interval)",
+    )
+    prometheus_timeout_s: float = Field(default=10.0, gt=0)
+    prometheus_lag_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="the pull stops this far before now, so scrapes in flight have landed",
+    )
+    prometheus_selector: str = Field(
+        default="",
+        description='PromQL label matchers added to every DCGM query, e.g. job="dcgm-exporter"',
+    )
+    dcgm_pull_interval_s: float = Field(default=60.0, gt=0)
+    dcgm_backfill_s: float = Field(
+        default=3600.0, ge=0, description="how far back the first DCGM pull starts"
+    )
+    dcgm_gpu_types: dict[str, str] = Field(
+        default_factory=dict,
+        description="extra dcgm-exporter modelName -> price-book GPU type entries",
+    )
+    dcgm_pricing_class: dict[str, str] = Field(
+        default_factory=dict, description="pricing class per node (Hostname); default on-demand"
+    )
+    dcgm_workload_labels: Literal["auto", "exported"] = Field(
+        default="auto",
+        description="auto: exported_pod/... when present, else pod/namespace/container; "
+        "exported: only exported_* (the scrape adds the exporter's own pod labels)",
+    )
+
     @field_validator("modes")
     @classmethod
     def _known_modes(cls, v: list[str]) -> list[str]:
