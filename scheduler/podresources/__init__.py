@@ -5,13 +5,8 @@ socket (modules generated from ``v1/api.proto`` by ``make proto``); ``serve_pod_
 serves the same protocol from a callable (the demo's simulated nodes and the tests).
 """
 
-from scheduler.podresources.client import (
-    DeviceRef,
-    PodDevices,
-    PodResourcesError,
-    list_pod_devices,
-    parse_device_id,
-)
+from scheduler.podresources.client import PodResourcesError, list_pod_devices
+from scheduler.podresources.devices import DeviceRef, PodDevices, parse_device_id
 from scheduler.podresources.server import serve_pod_resources
 
 __all__ = [

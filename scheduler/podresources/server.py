@@ -8,7 +8,7 @@ from typing import Any
 
 import grpc
 
-from scheduler.podresources.client import PodDevices
+from scheduler.podresources.devices import PodDevices
 from scheduler.podresources.v1 import api_pb2, api_pb2_grpc
 
 MAX_UNIX_PATH = 107  # sun_path holds 108 bytes including the terminating NUL
@@ -42,7 +42,7 @@ class _Lister(api_pb2_grpc.PodResourcesListerServicer):  # type: ignore[misc]
     def __init__(self, source: Callable[[], Sequence[PodDevices]]) -> None:
         self.source = source
 
-    def List(self, request: Any, context: Any) -> api_pb2.ListPodResourcesResponse:  # noqa: N802
+    def List(self, request: Any, context: Any) -> api_pb2.ListPodResourcesResponse:
         return to_response(self.source())
 
 
@@ -57,7 +57,7 @@ def serve_pod_resources(
     if len(socket_path.encode()) > MAX_UNIX_PATH:
         raise ValueError(f"unix socket path too long ({len(socket_path)} > {MAX_UNIX_PATH})")
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers))
-    api_pb2_grpc.add_PodResourcesListerServicer_to_server(_Lister(source), server)
+    api_pb2_grpc.add_PodResourcesListerServicer_to_server(_Lister(source), server)  # type: ignore[no-untyped-call]
     if server.add_insecure_port(f"unix://{socket_path}") == 0:
         raise RuntimeError(f"cannot bind unix socket {socket_path}")
     server.start()
