@@ -164,7 +164,10 @@ class Shipper:
         Raises: ShipError when the API cannot answer.
         """
         try:
-            resp = self.client.get("/v1/allocations", params={"node": node, "open": "true"})
+            resp = self.client.get(
+                "/v1/allocations",
+                params={"node": node, "open": "true", "source": "observed", "limit": 10_000},
+            )
         except httpx.HTTPError as exc:
             raise ShipError(f"GET /v1/allocations: {type(exc).__name__}: {exc}") from exc
         if not resp.is_success:
