@@ -153,3 +153,43 @@ def test_health_reports_ticks_and_spool_depth(
         assert agent.health()[0] == 503  # no tick for too long
     finally:
         nodes.stop()
+
+
+def test_serve_agent_answers_healthz_over_http(api: ApiServer, short_dir: Path) -> None:
+    import threading
+    import time
+    from datetime import UTC, datetime
+
+    import httpx
+
+    from scheduler.agent.node import serve_agent
+    from tests.agent.apiserver import free_port
+
+    fleet, _ = fixture_fleet(lambda: datetime.now(UTC))
+    nodes = start_sim_nodes(fleet, api.url, ingest_key(api.engine), short_dir, interval_s=0.2)
+    agent = nodes.agents[0]
+    port = free_port()
+    agent.config = agent.config.model_copy(update={"health_port": port, "health_host": "127.0.0.1"})
+    stop = threading.Event()
+    t = threading.Thread(target=serve_agent, args=(agent, stop), daemon=True)
+    t.start()
+    try:
+        deadline = time.monotonic() + 60
+        body: dict[str, object] = {}
+        while time.monotonic() < deadline:
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+                body = r.json()
+                if r.status_code == 200 and int(body["ticks"]) >= 2:  # type: ignore[call-overload]
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        assert body["node"] == "gpu-mix" and int(body["ticks"]) >= 2  # type: ignore[call-overload]
+        assert {"last_tick", "spool_records", "spool_bytes", "spool_dropped"} <= set(body)
+        assert httpx.get(f"http://127.0.0.1:{port}/other", timeout=5).status_code == 404
+    finally:
+        stop.set()
+        t.join(30)
+        nodes.stop()
+    assert not t.is_alive()
