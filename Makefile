@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: setup demo test test-services lint browser prometheus bench clean
+.PHONY: setup demo test test-services lint browser prometheus bench proto clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ lint: setup
 	$(BIN)/ruff format --check costctl billing scheduler dashboard tests
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+# Regenerate the kubelet PodResources gRPC modules from scheduler/podresources/v1/api.proto.
+proto: setup
+	$(BIN)/python scripts/gen_proto.py
 
 bench: setup
 	bash bench/run_all.sh

@@ -28,7 +28,7 @@ def _register_optional() -> None:
     """Command groups of the other areas (each module exposes ``register(app)``)."""
     import importlib
 
-    for name in ("bench", "scheduling", "enforcement", "serving", "roles"):
+    for name in ("bench", "scheduling", "enforcement", "serving", "roles", "agent"):
         try:
             module = importlib.import_module(f"costctl.commands.{name}")
         except ModuleNotFoundError as exc:

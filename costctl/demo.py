@@ -29,7 +29,7 @@ from billing.pricebook import read_price_book, store_prices
 from billing.replay import load_events, run_replay
 from billing.schemas import IngestResult, UsageEventIn
 from costctl.settings import Settings
-from scheduler.demo import start_demo_fleet
+from scheduler.demo import DemoFleet, start_demo_fleet
 
 log = logging.getLogger(__name__)
 DEMO_CUSTOMER = "acme"
@@ -86,12 +86,40 @@ def prepare(engine: Engine, settings: Settings, now: datetime) -> DemoKeys:
     )
 
 
-def fleet_hook(
-    aps: BackgroundScheduler, engine: Engine, settings: Settings, clock: Callable[[], datetime]
-) -> None:
-    """Start scheduler's simulated demo fleet (2 nodes, 4 GPUs, the replay's models), record
-    its allocations and add its sampling job (load follows the replayed usage)."""
-    start_demo_fleet(engine, settings.scheduler, clock=clock, aps_scheduler=aps)
+class DemoFleetHook:
+    """The simulated demo fleet (2 nodes, 4 GPUs, the replay's models) as a Stack job hook.
+
+    As a hook it places the models and adds the sampling job (load follows the replayed
+    usage); ``start_agents(api_url)`` (once the API listens) starts each simulated node's
+    edges and a real node agent posting samples and observed allocations with the ingest
+    key; ``stop()`` ends them.
+    """
+
+    def __init__(self, ingest_key: str, workdir: Path | None = None) -> None:
+        """``workdir``: the simulated nodes' sockets, /proc and spools (default: a temp dir)."""
+        self.ingest_key = ingest_key
+        self.workdir = workdir
+        self.demo: DemoFleet | None = None
+
+    def __call__(
+        self,
+        aps: BackgroundScheduler,
+        engine: Engine,
+        settings: Settings,
+        clock: Callable[[], datetime],
+    ) -> None:
+        """The Stack job hook: build the fleet and add its sampling job."""
+        self.demo = start_demo_fleet(engine, settings.scheduler, clock=clock, aps_scheduler=aps)
+
+    def start_agents(self, api_url: str) -> None:
+        """Start the node agents against the listening API."""
+        if self.demo is not None:
+            self.demo.attach_agents(api_url, self.ingest_key, self.workdir)
+
+    def stop(self) -> None:
+        """Stop the agents and simulated nodes."""
+        if self.demo is not None:
+            self.demo.stop()
 
 
 class _Stopped(Exception):

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field, SecretStr, computed_field, field_validato
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from billing.config import BillingConfig
+from scheduler.agent.config import AgentConfig
 from scheduler.config import SchedulerConfig
 
 DEFAULT_DB = Path.home() / ".local" / "share" / "costctl" / "costctl.db"
@@ -64,6 +65,7 @@ class Settings(BaseSettings):
     scheduler: SchedulerConfig = SchedulerConfig()
     worker: WorkerConfig = WorkerConfig()
     dashboard: DashboardConfig = DashboardConfig()
+    agent: AgentConfig = AgentConfig()
 
     @field_validator("database_url")
     @classmethod

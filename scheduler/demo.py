@@ -1,8 +1,11 @@
 """The demo's simulated fleet: 2 nodes, 4 GPUs, the replay's four models, load from usage.
 
-``start_demo_fleet`` builds it, places the models (the "current" placement), records the
-allocations billing splits cost by, and returns a DemoFleet whose ``sample(now)`` sets each
-model's load from the usage events of the last minutes and runs the real collector.
+``start_demo_fleet`` builds it, places the models (the "current" placement) and returns a
+DemoFleet. ``attach_agents(api_url, api_key)`` (once the API listens) gives every simulated
+node its edges (a kubelet PodResources gRPC server, a /proc tree, a pod lister) and a REAL
+node agent (scheduler.agent) that posts samples and observed allocations to the API;
+``sample(now)`` sets each model's load from the usage events of the last minutes and runs
+one agent round per node. Nothing here writes allocations or samples to the store itself.
 
 Why MIG sits on the H100s here: per-GPU-instance SM utilisation comes from GPM, which NVML
 offers on Hopper only; an A100 under MIG reports no SM utilisation (a recorded fault).
@@ -13,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pandas as pd
 from apscheduler.schedulers.base import BaseScheduler
@@ -22,9 +26,9 @@ from sqlalchemy.engine import Engine
 from billing.config import DEFAULT_PRICE_BOOK
 from billing.models import UsageEvent, table_of
 from billing.pricebook import prices_at, read_price_book
-from billing.schemas import IngestResult
+from scheduler.agent.simnode import SimNodes, start_sim_nodes
 from scheduler.config import SchedulerConfig
-from scheduler.jobs import make_collectors, record_allocations, sample_once
+from scheduler.jobs import make_collectors
 from scheduler.model import Isolation, LatencyClass, Mode, Slot, Snapshot, Workload
 from scheduler.nvml import Collector
 from scheduler.planner import plan
@@ -99,6 +103,8 @@ class DemoFleet:
     collectors: list[Collector] = field(default_factory=list)
     window_s: float = 300.0
     capacity: dict[str, float] = field(default_factory=lambda: dict(DEMO_CAPACITY))
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    nodes: SimNodes | None = None
 
     def refresh_load(self, now: datetime) -> dict[str, float]:
         """Set every model's load from its recent usage events; returns the loads."""
@@ -107,10 +113,37 @@ class DemoFleet:
             self.fleet.set_load(model, busy)
         return load
 
-    def sample(self, now: datetime) -> IngestResult:
-        """Refresh the load, then collect and store one round of samples at ``now``."""
+    def attach_agents(self, api_url: str, api_key: str, workdir: Path | None = None) -> SimNodes:
+        """Start the simulated node edges and one real agent per node, posting to ``api_url``
+        with ``api_key`` (role ingest). ``workdir``: sockets, /proc and spools (default: a
+        temp dir removed by ``stop``)."""
+        if self.nodes is None:
+            self.nodes = start_sim_nodes(
+                self.fleet,
+                api_url,
+                api_key,
+                workdir,
+                interval_s=self.config.sample_interval_s,
+                clock=self.clock,
+            )
+        return self.nodes
+
+    def sample(self, now: datetime) -> int:
+        """Refresh the load, then one agent round per node at ``now``; returns nodes ticked.
+
+        Before ``attach_agents`` only the load is refreshed (no agent, nothing measured).
+        """
         self.refresh_load(now)
-        return sample_once(self.collectors, self.engine, now)
+        if self.nodes is None:
+            return 0
+        self.nodes.tick(now)
+        return len(self.nodes.agents)
+
+    def stop(self) -> None:
+        """Stop the agents and the simulated node edges (idempotent)."""
+        if self.nodes is not None:
+            self.nodes.stop()
+            self.nodes = None
 
     def snapshot(self, now: datetime | None = None) -> Snapshot:
         """The fleet, the demo demand and the current placement, frozen."""
@@ -146,12 +179,11 @@ def start_demo_fleet(
     seed: int = 0,
     clock: Callable[[], datetime] | None = None,
     aps_scheduler: BaseScheduler | None = None,
-    record: bool = True,
 ) -> DemoFleet:
-    """Build the demo fleet, place ``models``, record their allocations from ``clock()``.
+    """Build the demo fleet and place ``models`` (no allocation is written: the agents
+    attached by ``DemoFleet.attach_agents`` observe and post them).
 
-    With ``aps_scheduler`` the sampling job is added too; ``record=False`` skips the
-    allocation rows. Prices come from the store's price
+    With ``aps_scheduler`` the sampling job is added too. Prices come from the store's price
     table (or the default price book when it is empty). Raises: KeyError for an unknown model.
     """
     clock = clock or (lambda: datetime.now(UTC))
@@ -184,17 +216,6 @@ def start_demo_fleet(
                 mem_limit_mib=mem if mode is Mode.mps else None,
             )
         )
-    device = {(g.uuid, i.key, i.start): i.uuid for g in fleet.gpus for i in g.instances}
-
-    def device_uuid(s: Slot) -> str | None:
-        if s.profile is None or s.mig_start is None:
-            return None
-        g = next(x for x in fleet.gpus if x.uuid == s.gpu_uuid)
-        key = s.profile.split(".")[0]
-        return device.get((g.uuid, key, s.mig_start))
-
-    if record:
-        record_allocations(engine, slots, start=now, plan_id="demo", device_uuid=device_uuid)
     demo = DemoFleet(
         fleet,
         engine,
@@ -202,6 +223,7 @@ def start_demo_fleet(
         tuple(slots),
         tuple(DEMO_WORKLOADS[m] for m in models),
         _prices(engine, now),
+        clock=clock,
     )
     demo.collectors = make_collectors(config, fleet=fleet)
     if aps_scheduler is not None:

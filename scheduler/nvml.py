@@ -2,7 +2,9 @@
 
 ``Collector.collect(now)`` reads every GPU of the node: MIG mode and instances (profile and
 placement), utilisation, memory, power and energy, compute processes and their utilisation
-(nvmlDeviceGetProcessUtilization; GPM per GPU instance under MIG). Each NVML call is guarded
+(nvmlDeviceGetProcessUtilization; GPM per GPU instance under MIG), and MPS clients
+(nvmlDeviceGetMPSComputeRunningProcesses: under MPS the compute list holds the MPS server,
+which is left out, and the clients are listed there). Each NVML call is guarded
 on its own: an error (GPU lost, not supported under MIG) is recorded in the sample's ``fault``
 and the collector goes on with the next reading and the next GPU.
 """
@@ -24,6 +26,7 @@ from scheduler.simfleet import SimFleet
 
 log = logging.getLogger(__name__)
 MIB = 1024 * 1024
+MPS_SERVER = "nvidia-cuda-mps-server"
 
 
 def load_nvml(config: SchedulerConfig, fleet: SimFleet | None = None) -> Any:
@@ -76,6 +79,7 @@ class Collector:
     _seen_us: dict[str, int] = field(default_factory=dict)
     _gpm: dict[tuple[str, int], Any] = field(default_factory=dict)
     _known: dict[int, tuple[str, str]] = field(default_factory=dict)
+    _no_mps: bool = False
 
     def _call(self, faults: list[str], label: str, fn: Callable[..., Any], *args: Any) -> Any:
         try:
@@ -262,6 +266,34 @@ class Collector:
             self._seen_us[device_uuid] = max(self._seen_us.get(device_uuid, 0), s.timeStamp)
         return {pid: sum(v) / len(v) for pid, v in acc.items()}
 
+    def _mps_clients(self, h: Any, faults: list[str]) -> list[Any]:
+        """MPS client processes of a device (v3); [] where the driver lacks the call."""
+        n = self.nvml
+        fn = getattr(n, "nvmlDeviceGetMPSComputeRunningProcesses", None)
+        if fn is None or self._no_mps:
+            return []
+        unsupported = {
+            getattr(n, "NVML_ERROR_NOT_SUPPORTED", 3),
+            getattr(n, "NVML_ERROR_FUNCTION_NOT_FOUND", 13),
+        }
+        try:
+            return list(fn(h) or [])
+        except n.NVMLError as exc:
+            if exc.value in unsupported:
+                self._no_mps = True
+            else:
+                faults.append(f"mps processes: {exc}")
+            return []
+
+    def _is_mps_server(self, pid: int) -> bool:
+        """True for the nvidia-cuda-mps-server process (nvmlSystemGetProcessName)."""
+        try:
+            name = self.nvml.nvmlSystemGetProcessName(pid)
+        except self.nvml.NVMLError:
+            return False
+        text = name.decode(errors="replace") if isinstance(name, bytes) else str(name)
+        return text.rsplit("/", 1)[-1] == MPS_SERVER
+
     def _processes(
         self,
         h: Any,
@@ -279,6 +311,11 @@ class Collector:
         """
         n = self.nvml
         procs = self._call(faults, "processes", n.nvmlDeviceGetComputeRunningProcesses, h) or []
+        clients = self._mps_clients(h, faults)
+        if clients:
+            procs = [p for p in procs if not self._is_mps_server(p.pid)]
+        pids = {p.pid for p in procs}
+        procs = list(procs) + [p for p in clients if p.pid not in pids]
         if mig_info is None:
             utils: dict[int, float] = self._process_utils(h, device_uuid, faults) if procs else {}
         else:

@@ -1,7 +1,9 @@
 """A fake pynvml over a SimFleet: the same function names, return shapes and errors.
 
 The collector (``scheduler.nvml``) calls these exactly as it calls ``pynvml``. Realistic
-limits that the collector must survive: ``nvmlDeviceGetUtilizationRates``, power and
+limits that the collector must survive: under MPS the compute-process list shows the MPS
+server and the clients come from ``nvmlDeviceGetMPSComputeRunningProcesses``;
+``nvmlDeviceGetUtilizationRates``, power and
 ``nvmlDeviceGetProcessUtilization`` raise NOT_SUPPORTED on MIG devices and MIG-enabled
 parents; GPM (per-GPU-instance SM utilisation) exists on Hopper (H100/H200) only; a GPU with a
 fault raises that error (e.g. GPU_IS_LOST) on every call.
@@ -14,6 +16,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from scheduler import mig
+from scheduler.model import Mode
 from scheduler.simfleet import SimFleet, SimGpu, SimInstance
 
 NVML_SUCCESS = 0
@@ -22,6 +25,7 @@ NVML_ERROR_INVALID_ARGUMENT = 2
 NVML_ERROR_NOT_SUPPORTED = 3
 NVML_ERROR_NOT_FOUND = 6
 NVML_ERROR_INSUFFICIENT_SIZE = 7
+NVML_ERROR_FUNCTION_NOT_FOUND = 13
 NVML_ERROR_GPU_IS_LOST = 15
 NVML_ERROR_UNKNOWN = 999
 NVML_DEVICE_MIG_DISABLE = 0
@@ -31,12 +35,14 @@ NVML_GPM_METRICS_GET_VERSION = 1
 NVML_GPM_SUPPORT_VERSION = 1
 NVML_VALUE_NOT_AVAILABLE_uint = 0xFFFFFFFF
 GPM_FAMILIES = {"H100-80GB", "H200-141GB"}
+MPS_SERVER_MIB = 32
 _NAMES = {
     1: "Uninitialized",
     2: "Invalid Argument",
     3: "Not Supported",
     6: "Not Found",
     7: "Insufficient Size",
+    13: "Function Not Found",
     15: "GPU is lost",
     999: "Unknown Error",
 }
@@ -275,10 +281,9 @@ class FakeNvml:
             raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
         return int(g.energy_mj)
 
-    def nvmlDeviceGetComputeRunningProcesses(self, h: _Handle) -> list[SimpleNamespace]:
-        """pid, usedGpuMemory (bytes), gpuInstanceId, computeInstanceId per process."""
+    def _device_processes(self, h: _Handle, mps: bool) -> list[SimpleNamespace]:
         g = self._check(h)
-        procs = g.processes
+        procs = [p for p in g.processes if (p.mode is Mode.mps) == mps]
         if h.instance is not None:
             procs = [p for p in procs if p.gi_id == h.instance.gi_id]
         na = NVML_VALUE_NOT_AVAILABLE_uint
@@ -291,6 +296,40 @@ class FakeNvml:
             )
             for p in procs
         ]
+
+    def nvmlDeviceGetComputeRunningProcesses(self, h: _Handle) -> list[SimpleNamespace]:
+        """pid, usedGpuMemory (bytes), gpuInstanceId, computeInstanceId per process (v3).
+
+        Under MPS the clients are not listed here but the MPS server is (as NVML does).
+        """
+        out = self._device_processes(h, mps=False)
+        g = h.gpu
+        if h.instance is None and g.mps_server_pid is not None:
+            na = NVML_VALUE_NOT_AVAILABLE_uint
+            if any(p.mode is Mode.mps for p in g.processes):
+                out.append(
+                    SimpleNamespace(
+                        pid=g.mps_server_pid,
+                        usedGpuMemory=MPS_SERVER_MIB * 1024 * 1024,
+                        gpuInstanceId=na,
+                        computeInstanceId=na,
+                    )
+                )
+        return out
+
+    def nvmlSystemGetProcessName(self, pid: int) -> str:
+        """The executable path of ``pid``; NOT_FOUND for a pid no GPU runs."""
+        for g in self._devices():
+            if pid == g.mps_server_pid:
+                return "/usr/bin/nvidia-cuda-mps-server"
+            for p in g.processes:
+                if p.pid == pid:
+                    return "/usr/bin/python3"
+        raise NVMLError(NVML_ERROR_NOT_FOUND)
+
+    def nvmlDeviceGetMPSComputeRunningProcesses(self, h: _Handle) -> list[SimpleNamespace]:
+        """The MPS client processes of a GPU or MIG device (v3 fields, as above)."""
+        return self._device_processes(h, mps=True)
 
     def nvmlDeviceGetProcessUtilization(self, h: _Handle, ts: int) -> list[SimpleNamespace]:
         """Per-process samples newer than ``ts`` (µs); NOT_SUPPORTED under MIG, NOT_FOUND

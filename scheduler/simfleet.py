@@ -23,6 +23,17 @@ from scheduler.catalog import GpuType, gpu_type
 from scheduler.model import Mode, Slot
 
 IDLE_POWER_FRACTION = 0.2
+# /proc/<pid>/cgroup of a pod's process, per container runtime and cgroup driver/version
+CGROUP_STYLES = {
+    "containerd-systemd-v2": "0::/kubepods.slice/kubepods-burstable.slice/"
+    "kubepods-burstable-pod{uid_}.slice/cri-containerd-{cid}.scope\n",
+    "crio-systemd-v2": "0::/kubepods.slice/kubepods-besteffort.slice/"
+    "kubepods-besteffort-pod{uid_}.slice/crio-{cid}.scope\n",
+    "containerd-cgroupfs-v1": "12:memory:/kubepods/burstable/pod{uid}/{cid}\n"
+    "11:devices:/kubepods/burstable/pod{uid}/{cid}\n1:name=systemd:/kubepods/burstable/"
+    "pod{uid}/{cid}\n",
+}
+MPS_SERVER_CGROUP = "0::/system.slice/nvidia-mps-server.service\n"
 TDP_W = {"A100-40GB": 400, "A100-80GB": 400, "H100-80GB": 700, "H200-141GB": 700, "A30": 165}
 
 
@@ -43,6 +54,7 @@ class SimProcess:
     capacity: float  # fraction of the whole physical GPU
     gi_id: int | None = None
     mode: Mode = Mode.gpu
+    container: str = "server"
 
 
 @dataclass
@@ -68,6 +80,7 @@ class SimGpu:
     instances: list[SimInstance] = field(default_factory=list)
     processes: list[SimProcess] = field(default_factory=list)
     fault: int | None = None  # an NVML_ERROR_* every call on this GPU raises
+    mps_server_pid: int | None = None  # the nvidia-cuda-mps-server once an MPS client runs
     energy_mj: float = 0.0
     busy_s: dict[int, float] = field(default_factory=dict)  # per GI: SM-busy seconds (GPM)
     last: float | None = None
@@ -145,9 +158,11 @@ class SimFleet:
         profile: str | None = None,
         share: float = 1.0,
         namespace: str = "default",
+        cgroup_style: str = "containerd-systemd-v2",
     ) -> SimProcess:
         """Start a process of ``model`` on a GPU, a free MIG instance of ``profile`` (family
-        key or name), an MPS share or a time-slice replica. Raises: ValueError if it cannot."""
+        key or name), an MPS share or a time-slice replica; its /proc cgroup text has the
+        ``cgroup_style`` of CGROUP_STYLES. Raises: ValueError if it cannot."""
         g = self.gpu(node, index)
         gi_id = None
         capacity = share
@@ -163,17 +178,33 @@ class SimFleet:
             capacity = mig.price_fraction(g.type.mig_family or "a100", key)
         elif g.mig_enabled:
             raise ValueError(f"GPU {g.uuid} is in MIG mode: place on an instance")
-        self._next_pid += 1
-        pid = self._next_pid
+        template = CGROUP_STYLES[cgroup_style]
+        if mode is Mode.mps and g.mps_server_pid is None:
+            g.mps_server_pid = self._pid()
+            self.cgroups[g.mps_server_pid] = MPS_SERVER_CGROUP
+        pid = self._pid()
         pod = f"{model}-{pid}"
         pod_uid = _uuid_for("pod", pod)
-        self.cgroups[pid] = (
-            "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod"
-            f"{pod_uid.replace('-', '_')}.slice/cri-containerd-{pid:064x}.scope"
+        self.cgroups[pid] = template.format(
+            uid=pod_uid, uid_=pod_uid.replace("-", "_"), cid=f"{pid:064x}"
         )
         proc = SimProcess(pid, model, pod_uid, namespace, pod, mem_mib, capacity, gi_id, mode)
         g.processes.append(proc)
         return proc
+
+    def _pid(self) -> int:
+        self._next_pid += 1
+        return self._next_pid
+
+    def stop(self, pid: int) -> SimProcess:
+        """End the process ``pid`` (its pod goes away). Raises: KeyError if none runs."""
+        for g in self.gpus:
+            for p in g.processes:
+                if p.pid == pid:
+                    g.processes.remove(p)
+                    self.cgroups.pop(pid, None)
+                    return p
+        raise KeyError(f"no process {pid}")
 
     def place_slot(self, slot: Slot, mem_mib: float) -> SimProcess:
         """Start the process a plan slot describes (MIG instances must exist already)."""

@@ -243,7 +243,7 @@ def register(app: typer.Typer) -> None:
         if cfg.nvml_backend == "simulated":
             from scheduler.demo import start_demo_fleet
 
-            demo = start_demo_fleet(c.engine, cfg, record=False)
+            demo = start_demo_fleet(c.engine, cfg)
             collectors = demo.collectors
         else:
             collectors = make_collectors(cfg)

@@ -87,7 +87,7 @@ def demo(
     seed: Annotated[int, typer.Option()] = 7,
 ) -> None:
     """Demo on SQLite: simulated GPUs, the Azure trace replayed at speed, API + dashboard."""
-    from costctl.demo import Replayer, demo_database, demo_settings, fleet_hook, prepare
+    from costctl.demo import DemoFleetHook, Replayer, demo_database, demo_settings, prepare
     from costctl.serve import Stack, run
 
     if not trace.is_file():
@@ -98,12 +98,13 @@ def demo(
     engine = make_engine(url)
     init_db(engine)
     keys = prepare(engine, settings, now())
+    fleet = DemoFleetHook(keys.ingest)
     try:
         stack = Stack(
             settings,
             engine,
             clock=now,
-            job_hooks=(fleet_hook,),
+            job_hooks=(fleet,),
             refresh_s=5.0,
             default_window="1h",
         )
@@ -112,6 +113,7 @@ def demo(
     replayer: list[Replayer] = []
 
     def started(s: Stack) -> None:
+        fleet.start_agents(s.api_url)
         r = Replayer(s.api_url, keys.ingest, trace, speed=speed, seed=seed, clock=now)
         r.start()
         replayer.append(r)
@@ -131,6 +133,7 @@ def demo(
         sys.stdout.flush()
 
     def stopping() -> None:
+        fleet.stop()
         for r in replayer:
             r.stop()
             typer.echo(f"replayed {r.sent} events in {r.loops} full loops")

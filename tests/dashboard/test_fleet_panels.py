@@ -1,6 +1,8 @@
 """Plan and what-if panels over scheduler's simulated demo fleet sampled into the store."""
 
+import tempfile
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import Engine
@@ -12,6 +14,7 @@ from dashboard.fleet import FleetPanels, load_snapshot, plan_figure, whatif_figu
 from scheduler.config import SchedulerConfig
 from scheduler.demo import start_demo_fleet
 from scheduler.views import WhatIf, packing_view, what_if
+from tests.agent.apiserver import ApiServer, ingest_key
 from tests.utils.factories import T0
 
 ADMIN = Viewer("a", "admin")
@@ -22,11 +25,17 @@ def sampled(engine: Engine) -> Engine:
     store_prices(engine, read_price_book(BillingConfig().price_book_path), T0 - timedelta(days=1))
     clock = {"now": T0}
     demo = start_demo_fleet(engine, SchedulerConfig(), clock=lambda: clock["now"])
-    for i in range(12):  # a minute of 5 s samples under a steady load
-        clock["now"] = T0 + timedelta(seconds=5 * i)
-        for model in ("llama-3-70b", "llama-3-8b", "mistral-7b", "mixtral-8x7b"):
-            demo.fleet.set_load(model, 0.4)
-        demo.sample(clock["now"])
+    # the demo fleet's node agents post samples and observed allocations to the API
+    with ApiServer(engine) as api, tempfile.TemporaryDirectory(prefix="panels-") as work:
+        demo.attach_agents(api.url, ingest_key(engine), Path(work))
+        try:
+            for i in range(12):  # a minute of 5 s samples under a steady load
+                clock["now"] = T0 + timedelta(seconds=5 * i)
+                for model in ("llama-3-70b", "llama-3-8b", "mistral-7b", "mixtral-8x7b"):
+                    demo.fleet.set_load(model, 0.4)
+                demo.sample(clock["now"])
+        finally:
+            demo.stop()
     return engine
 
 

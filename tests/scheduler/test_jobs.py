@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
 from datetime import timedelta
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -23,6 +25,7 @@ from scheduler.demo import start_demo_fleet
 from scheduler.jobs import add_sampling_job, current_slots, record_allocations
 from scheduler.model import Mode, Slot
 from scheduler.simfleet import NodeSpec, build_fleet
+from tests.agent.apiserver import ApiServer, ingest_key
 from tests.scheduler.conftest import T0, Clock
 
 
@@ -99,13 +102,19 @@ def test_demo_fleet_is_metered_and_attributed_with_conservation(
         ("mistral-7b", Mode.mig),
         ("llama-3-70b", Mode.gpu),
     }
-    assert _count(engine, Allocation) == 7
+    assert _count(engine, Allocation) == 0  # the demo writes none: its node agents observe them
     ingest_usage(engine, USAGE_BATCH.validate_python(_usage(400, pd.Timestamp(T0))))
     loads = []
-    for _ in range(80):  # 400 s of 5-s samples
-        clock.tick(5)
-        loads.append(demo.refresh_load(clock()))
-        demo.sample(clock())
+    with ApiServer(engine) as api, tempfile.TemporaryDirectory(prefix="demo-") as work:
+        demo.attach_agents(api.url, ingest_key(engine), Path(work))
+        try:
+            for _ in range(80):  # 400 s of 5-s samples, through the agents and the API
+                clock.tick(5)
+                loads.append(demo.refresh_load(clock()))
+                assert demo.sample(clock()) == 2  # one agent round per node
+        finally:
+            demo.stop()
+    assert _count(engine, Allocation) == 7  # one observed allocation per placed process
     assert 0 < loads[-1]["llama-3-8b"] <= 0.95
     result = rollup(engine, Window(T0, T0 + timedelta(hours=1)), BillingConfig())
     assert result.ledger_cost_cents == result.metered_cost_cents > 0

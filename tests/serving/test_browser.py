@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 
 from billing.db import init_db, make_engine
 from billing.models import LedgerEntry, table_of
-from costctl.demo import DemoKeys, Replayer, demo_settings, fleet_hook, prepare
+from costctl.demo import DemoFleetHook, DemoKeys, Replayer, demo_settings, prepare
 from costctl.serve import Stack
 from costctl.settings import Settings
 from dashboard.layout import GRAPHS
@@ -63,15 +63,17 @@ def demo(tmp_path: Path) -> Iterator[tuple[Stack, DemoKeys, Engine]]:
     engine = make_engine(url)
     init_db(engine)
     keys = prepare(engine, settings, datetime.now(UTC))
+    fleet = DemoFleetHook(keys.ingest)
     stack = Stack(
         settings,
         engine,
         clock=lambda: datetime.now(UTC),
-        job_hooks=(fleet_hook,),
+        job_hooks=(fleet,),
         refresh_s=5.0,
         default_window="1h",
     )
     stack.start()
+    fleet.start_agents(stack.api_url)
     replay = Replayer(
         stack.api_url, keys.ingest, CONV, speed=120, seed=7, clock=lambda: datetime.now(UTC)
     )
@@ -92,6 +94,7 @@ def demo(tmp_path: Path) -> Iterator[tuple[Stack, DemoKeys, Engine]]:
         yield stack, keys, engine
     finally:
         replay.stop()
+        fleet.stop()
         stack.stop()
 
 

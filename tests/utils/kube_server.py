@@ -1,5 +1,5 @@
 """A fake Kubernetes API server over HTTP (JSON) for tests: nodes, configmaps, deployments
-and their scale subresource, driven by the real kubernetes client.
+and their scale subresource, pods, driven by the real kubernetes client.
 
 Behaviours: a simulated GPU-operator MIG manager (changing ``nvidia.com/mig.config`` sets
 ``nvidia.com/mig.config.state=pending``; the next GET of the node turns it into the outcome
@@ -8,6 +8,13 @@ configured in ``state.mig_outcome[node]``: "success" (default), "failed" or "stu
 request is logged in ``state.requests`` as (method, path), and in ``state.access`` as the
 RBAC attributes the real API server would authorize (``Access``: verb, API group, resource,
 subresource, namespace, name), whatever the fake then answers.
+
+Pods (``state.add_pod``): ``GET /api/v1/pods`` and ``/api/v1/namespaces/<ns>/pods[/<name>]``
+with ``labelSelector`` and ``fieldSelector``. Where it differs from a real API server:
+fieldSelector knows only equality on ``spec.nodeName``, ``metadata.name``,
+``metadata.namespace`` and ``status.phase`` (comma = and; a real server also has ``!=`` and
+more fields, and answers 400 to an unknown field, here too); ``resourceVersion``, ``limit``
+and ``continue`` are ignored (one page, always current); no watch.
 
 Usage::
 
@@ -117,6 +124,7 @@ class KubeState:
     nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
     configmaps: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     deployments: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    pods: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     mig_outcome: dict[str, str] = field(default_factory=dict)
     fail_next: list[int] = field(default_factory=list)
     requests: list[tuple[str, str]] = field(default_factory=list)
@@ -160,9 +168,75 @@ class KubeState:
             "status": {"replicas": replicas},
         }
 
+    def add_pod(
+        self,
+        ns: str,
+        name: str,
+        *,
+        node: str,
+        uid: str,
+        labels: dict[str, str] | None = None,
+        owner: tuple[str, str] | None = None,
+        containers: tuple[str, ...] = ("server",),
+        phase: str = "Running",
+    ) -> None:
+        """A pod bound to ``node``; ``owner`` = (kind, name) of its controller."""
+        meta: dict[str, Any] = {
+            "name": name,
+            "namespace": ns,
+            "uid": uid,
+            "labels": dict(labels or {}),
+        }
+        if owner is not None:
+            meta["ownerReferences"] = [
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": owner[0],
+                    "name": owner[1],
+                    "uid": uid[::-1],
+                    "controller": True,
+                }
+            ]
+        self.pods[(ns, name)] = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": meta,
+            "spec": {
+                "nodeName": node,
+                "containers": [{"name": c, "image": "x"} for c in containers],
+            },
+            "status": {"phase": phase},
+        }
+
+
+FIELDS = {
+    "spec.nodeName": ("spec", "nodeName"),
+    "metadata.name": ("metadata", "name"),
+    "metadata.namespace": ("metadata", "namespace"),
+    "status.phase": ("status", "phase"),
+}
+
+
+def _field_selected(obj: dict[str, Any], selector: str | None) -> bool:
+    """Equality-only fieldSelector. Raises: ValueError for an unsupported field or operator."""
+    for term in (selector or "").split(","):
+        if not term:
+            continue
+        if "!=" in term or "=" not in term:
+            raise ValueError(f"unsupported fieldSelector term {term!r}")
+        k, v = term.split("=", 1)
+        path = FIELDS.get(k.rstrip("="))
+        if path is None:
+            raise ValueError(f"field label not supported: {k}")
+        if (obj.get(path[0]) or {}).get(path[1]) != v:
+            return False
+    return True
+
 
 def _status(code: int, message: str) -> dict[str, Any]:
-    reason = {404: "NotFound", 409: "AlreadyExists", 422: "Invalid"}.get(code, "InternalError")
+    reason = {400: "BadRequest", 404: "NotFound", 409: "AlreadyExists", 422: "Invalid"}.get(
+        code, "InternalError"
+    )
     return {
         "kind": "Status",
         "apiVersion": "v1",
@@ -221,6 +295,8 @@ class _Handler(BaseHTTPRequestHandler):
                 code, body = self._route(method, url.path, query)
             except KeyError as exc:
                 code, body = 404, _status(404, f"not found: {exc}")
+            except ValueError as exc:
+                code, body = 400, _status(400, str(exc))
         self._send(code, body)
 
     def _route(self, method: str, path: str, q: dict[str, str]) -> tuple[int, dict[str, Any]]:
@@ -244,6 +320,12 @@ class _Handler(BaseHTTPRequestHandler):
                     if outcome != "stuck":
                         labels[MIG_STATE] = outcome
             return 200, node
+        if path == "/api/v1/pods" and method == "GET":
+            return 200, self._pod_list(None, q)
+        if m := re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods(?:/([^/]+))?", path):
+            if m.group(2) is None and method == "GET":
+                return 200, self._pod_list(m.group(1), q)
+            return self._objects(st.pods, m.group(1), m.group(2), method, q, "Pod")
         if m := re.fullmatch(r"/api/v1/namespaces/([^/]+)/configmaps(?:/([^/]+))?", path):
             return self._objects(st.configmaps, m.group(1), m.group(2), method, q, "ConfigMap")
         if m := re.fullmatch(
@@ -254,6 +336,16 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._scale(ns, name, method)
             return self._objects(st.deployments, ns, name, method, q, "Deployment")
         return 404, _status(404, f"no route {path}")
+
+    def _pod_list(self, ns: str | None, q: dict[str, str]) -> dict[str, Any]:
+        items = [
+            p
+            for (n, _), p in sorted(self.state.pods.items())
+            if (ns is None or n == ns)
+            and _selected(p, q.get("labelSelector"))
+            and _field_selected(p, q.get("fieldSelector"))
+        ]
+        return {"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items}
 
     def _objects(
         self,
