@@ -27,6 +27,8 @@ from billing.runner.runner import JobRunner, JobSpec
 from billing.runner.runs import last_per_job
 from costctl.settings import Settings
 from dashboard.jobs import weekly_export_job
+from scheduler.dcgm.pull import dcgm_pull_job
+from scheduler.kube.pods import PodModels
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +69,8 @@ def job_specs(
     scaler: DeploymentScaler | None = None,
     extra: Sequence[JobSpec] = (),
 ) -> list[JobSpec]:
-    """The scheduled jobs: rollup, budgets, weekly export (when enabled), then ``extra``."""
+    """The scheduled jobs: rollup, budgets, weekly export (when enabled), the DCGM pull (when
+    ``scheduler.prometheus_url`` is set; pod -> model from the Kubernetes API), then ``extra``."""
     config = settings.billing
     enf = enforcer or LazyEnforcer(
         lambda: Enforcer(
@@ -78,6 +81,9 @@ def job_specs(
     export = weekly_export_job(engine, config)
     if export is not None:
         specs.append(export)
+    dcgm = dcgm_pull_job(engine, settings.scheduler, PodModels(settings.agent.model_label))
+    if dcgm is not None:
+        specs.append(dcgm)
     return [*specs, *extra]
 
 

@@ -9,6 +9,7 @@ computed from those tables, never typed in.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -233,3 +234,26 @@ def price_fraction(family_name: str, key: str) -> float:
     """Share of the GPU price a GI holds: SM slices / 7 (A30: / 4)."""
     family = FAMILIES[family_name]
     return family.profile(key).sm_slices / family.sm_slices
+
+
+_LEADING_SLICES = re.compile(r"(\d+)g")
+
+
+def profile_fraction(gpu_type: str, profile: str) -> float | None:
+    """Share of the GPU's price a MIG instance of ``profile`` holds: SM slices / 7 (A30: / 4).
+
+    Details: through this module's tables when the GPU type is known here; otherwise the
+    leading ``<n>g`` of the profile name over 7 slices. None when neither applies.
+    """
+    from scheduler.catalog import GPU_TYPES
+
+    t = GPU_TYPES.get(gpu_type)
+    if gpu_type in PROFILE_NAMES and t is not None and t.mig_family is not None:
+        try:
+            return price_fraction(t.mig_family, key_of(gpu_type, profile))
+        except KeyError:
+            pass
+    m = _LEADING_SLICES.match(profile)
+    if m is None or not 1 <= int(m.group(1)) <= 7:
+        return None
+    return int(m.group(1)) / 7

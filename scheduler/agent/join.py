@@ -21,13 +21,11 @@ pod's own name. Names starting with ``__`` are reserved and skipped to the next 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 from scheduler import mig
-from scheduler.catalog import GPU_TYPES
 from scheduler.podmap import PodInfo
 from scheduler.podresources.devices import DeviceRef, PodDevices
 
@@ -97,21 +95,8 @@ def model_for(pod: PodInfo, label: str) -> str:
 
 
 def mig_fraction(gpu_type: str, profile: str) -> float:
-    """Share of the GPU price a MIG profile holds: SM slices / 7 (A30: / 4).
-
-    Details: through scheduler.mig for known types; otherwise the leading "<n>g" over 7.
-    """
-    t = GPU_TYPES.get(gpu_type)
-    if t is not None and t.mig_family is not None:
-        try:
-            return mig.price_fraction(t.mig_family, mig.key_of(gpu_type, profile))
-        except KeyError:
-            pass
-        slices = mig.FAMILIES[t.mig_family].sm_slices
-    else:
-        slices = 7
-    m = re.match(r"(\d+)g", profile)
-    return min(1.0, int(m.group(1)) / slices) if m else 1.0
+    """Share of the GPU price a MIG profile holds (``mig.profile_fraction``; 1 if unknown)."""
+    return mig.profile_fraction(gpu_type, profile) or 1.0
 
 
 def _label(labels: Mapping[str, str], resource: str, suffix: str) -> str | None:

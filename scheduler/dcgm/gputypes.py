@@ -42,23 +42,8 @@ def gpu_type_of(model_name: str, overrides: Mapping[str, str] | None = None) -> 
 
 
 def mig_fraction(gpu_type: str, profile: str) -> float | None:
-    """Share of the GPU's price a MIG instance of ``profile`` holds (SM slices / 7, A30 / 4).
-
-    Details: through scheduler.mig's tables when the type is known there; otherwise the
-    leading ``<n>g.`` of the profile name over 7 slices. None when neither applies.
-    """
-    if gpu_type in mig.PROFILE_NAMES:
-        family = catalog.gpu_type(gpu_type).mig_family
-        try:
-            key = mig.key_of(gpu_type, profile)
-        except KeyError:
-            key = None
-        if family is not None and key is not None:
-            return mig.price_fraction(family, key)
-    m = _SLICES.match(profile)
-    if m is None or not 1 <= int(m.group(1)) <= 7:
-        return None
-    return int(m.group(1)) / 7
+    """Share of the GPU's price a MIG instance of ``profile`` holds (``mig.profile_fraction``)."""
+    return mig.profile_fraction(gpu_type, profile)
 
 
 def memory_mib(gpu_type: str) -> float | None:

@@ -54,13 +54,7 @@ class KubePodLister:
     @classmethod
     def in_cluster(cls, node: str) -> KubePodLister:
         """From the pod's service account (in-cluster), else ~/.kube/config."""
-        from kubernetes import config as kube_config
-
-        try:
-            kube_config.load_incluster_config()
-        except kube_config.ConfigException:
-            kube_config.load_kube_config()
-        return cls(client.ApiClient(), node)
+        return cls(_kube_client(), node)
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -86,3 +80,57 @@ class KubePodLister:
             f"read node {self.node}", client.CoreV1Api(self.api_client).read_node, self.node
         )
         return dict(node.metadata.labels or {})
+
+
+def _kube_client() -> client.ApiClient:
+    """In-cluster service account, else ~/.kube/config."""
+    from kubernetes import config as kube_config
+
+    try:
+        kube_config.load_incluster_config()
+    except kube_config.ConfigException:
+        kube_config.load_kube_config()
+    return client.ApiClient()
+
+
+class PodModels:
+    """(namespace, pod) -> the model the pod serves, from its labels (``model_for``'s rules).
+
+    The DCGM pull's lookup: dcgm-exporter names pods but not models. Answers are cached per
+    pod (a pod's labels that name its model do not change in its life). A pod the API no
+    longer has is None; any other API error raises PodListError, so the pull fails and runs
+    the same range again rather than leaving that time unattributed. RBAC: pods get.
+    """
+
+    def __init__(
+        self,
+        label: str,
+        api_client: client.ApiClient | None = None,
+        *,
+        timeout_s: float = 10.0,
+    ) -> None:
+        self.label, self.timeout_s = label, timeout_s
+        self._api_client = api_client
+        self._cache: dict[tuple[str, str], str | None] = {}
+
+    def __call__(self, namespace: str, pod: str) -> str | None:
+        """The model of ``namespace/pod``, or None when the pod is gone."""
+        from scheduler.agent.join import model_for
+
+        if (namespace, pod) in self._cache:
+            return self._cache[(namespace, pod)]
+        if self._api_client is None:
+            self._api_client = _kube_client()
+        try:
+            found = client.CoreV1Api(self._api_client).read_namespaced_pod(
+                pod, namespace, _request_timeout=self.timeout_s
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise PodListError(f"read pod {namespace}/{pod}: HTTP {exc.status}") from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise PodListError(f"read pod {namespace}/{pod}: {exc}") from exc
+        model: str | None = model_for(pod_info(found), self.label)
+        self._cache[(namespace, pod)] = model
+        return model
