@@ -7,7 +7,6 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from apscheduler.schedulers.base import BaseScheduler
 from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 
@@ -76,37 +75,6 @@ def make_collectors(
 
 def _lookup(classes: dict[int, str]) -> Callable[[int], str]:
     return lambda i: classes.get(i, "on-demand")
-
-
-def add_sampling_job(
-    aps_scheduler: BaseScheduler,
-    engine: Engine,
-    config: SchedulerConfig,
-    clock: Callable[[], datetime],
-    *,
-    fleet: SimFleet | None = None,
-    resolver: PodResolver | None = None,
-    pricing_class: str = "on-demand",
-) -> list[Collector]:
-    """Sample every ``config.sample_interval_s`` through the configured NVML backend.
-
-    Writes GpuSample/GpuProcessSample rows via billing.ingest.ingest_gpu_samples. The
-    simulated backend (default) needs ``fleet``. Returns the collectors (for tests).
-    """
-    collectors = make_collectors(
-        config, fleet=fleet, resolver=resolver, pricing_class=pricing_class
-    )
-    aps_scheduler.add_job(
-        lambda: sample_once(collectors, engine, clock()),
-        "interval",
-        seconds=config.sample_interval_s,
-        id="scheduler.sample",
-        max_instances=1,
-        coalesce=True,
-        replace_existing=True,
-        next_run_time=clock(),
-    )
-    return collectors
 
 
 def record_allocations(

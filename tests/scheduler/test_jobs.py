@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
@@ -22,7 +21,7 @@ from billing.windows import Window
 from scheduler.config import SchedulerConfig
 from scheduler.demand import demand_profiles, load_process_frame
 from scheduler.demo import start_demo_fleet
-from scheduler.jobs import add_sampling_job, current_slots, record_allocations
+from scheduler.jobs import current_slots, make_collectors, record_allocations, sample_once
 from scheduler.model import Mode, Slot
 from scheduler.simfleet import NodeSpec, build_fleet
 from tests.agent.apiserver import ApiServer, ingest_key
@@ -34,20 +33,16 @@ def _count(engine: Engine, model: type) -> int:
         return int(c.execute(select(func.count()).select_from(table_of(model))).scalar_one())
 
 
-def test_sampling_job_writes_through_billing_ingest(engine: Engine, clock: Clock) -> None:
+def test_costctl_sample_writes_through_billing_ingest(engine: Engine, clock: Clock) -> None:
     fleet = build_fleet([NodeSpec("n1", "A100-80GB", 2, "spot")], clock=clock)
     fleet.place("m", "n1", 0, mem_mib=1000, mode=Mode.mps, share=0.5)
     fleet.set_load("m", 0.6)
-    aps = BackgroundScheduler()
-    cfg = SchedulerConfig(sample_interval_s=10)
-    add_sampling_job(aps, engine, cfg, clock, fleet=fleet)
-    job = aps.get_job("scheduler.sample")
-    assert job is not None and job.trigger.interval == timedelta(seconds=10)
-    r1 = job.func()
+    collectors = make_collectors(SchedulerConfig(sample_interval_s=10), fleet=fleet)
+    r1 = sample_once(collectors, engine, clock())
     clock.tick(10)
-    r2 = job.func()
+    r2 = sample_once(collectors, engine, clock())
     assert (r1.inserted, r2.inserted) == (3, 3)  # 2 GPUs + 1 process each round
-    assert job.func().duplicates == 3  # same ts again: idempotent
+    assert sample_once(collectors, engine, clock()).duplicates == 3  # same ts: idempotent
     with engine.connect() as c:
         rows = c.execute(select(table_of(GpuProcessSample))).mappings().all()
         classes = {r[0] for r in c.execute(select(table_of(GpuSample).c.pricing_class))}
