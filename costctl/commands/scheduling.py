@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from costctl.context import AppContext, fail, get_ctx, now
 from costctl.settings import Settings
-from scheduler.jobs import make_collectors, sample_once
+from scheduler.jobs import make_collectors, record_allocations, sample_once
 from scheduler.model import Isolation, LatencyClass, Snapshot, Workload
 from scheduler.planner import plan as make_plan
 from scheduler.policy import Policy
@@ -231,6 +231,11 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"error: {e}", err=True)
         if result.errors:
             raise typer.Exit(1)
+        if result.applied and not dry_run:
+            # what was applied, as planned allocations (observed holdings win over them)
+            plan_id = now().strftime("plan-%Y%m%dT%H%M%SZ")
+            n = record_allocations(c.engine, p.slots, start=now(), plan_id=plan_id)
+            typer.echo(f"recorded {n} planned allocation(s) as {plan_id}")
 
     @app.command("sample")
     def sample_cmd(

@@ -9,8 +9,11 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from sqlalchemy import select
 from typer.testing import CliRunner
 
+from billing.db import make_engine
+from billing.models import Allocation, table_of
 from costctl.bench.common import ALIBABA
 from costctl.cli import app
 from costctl.commands import scheduling
@@ -111,6 +114,15 @@ def test_apply_dry_run_then_apply(db: list[str], spec: Path, kube: KubeServer) -
     assert kube.state.nodes["gpu-node-a"]["metadata"]["labels"]["nvidia.com/mig.config.state"] == (
         "success"
     )
+    # what was applied is recorded as planned allocations, one per placed replica
+    recorded = int(r.output.split("recorded ")[1].split()[0])
+    engine = make_engine(db[1])
+    with engine.connect() as c:
+        rows = c.execute(select(table_of(Allocation))).mappings().all()
+    engine.dispose()
+    assert recorded > 0 and len(rows) == recorded
+    assert {(a["source"], a["end"]) for a in rows} == {("planned", None)}
+    assert all(a["observer"].startswith("apply/plan-") for a in rows)
     kube.state.mig_outcome["gpu-node-a"] = "failed"
     kube.state.nodes["gpu-node-a"]["metadata"]["labels"]["nvidia.com/mig.config"] = "other"
     r = runner.invoke(app, [*db, "apply", "--spec", str(spec)])
