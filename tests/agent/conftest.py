@@ -6,26 +6,14 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.scheduler.conftest import Clock
+from tests.scheduler.conftest import _no_real_nvml_or_cluster as _scheduler_guard
 
-
-def _must_not_be_called(*args: Any, **kwargs: Any) -> Any:
-    raise AssertionError("Must not be called!")
-
-
-@pytest.fixture(autouse=True)
-def _no_real_nvml_or_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Real pynvml init and kube config loading raise: tests run on fakes only."""
-    import pynvml
-    from kubernetes import config as kube_config
-
-    monkeypatch.setattr(pynvml, "nvmlInit", _must_not_be_called)
-    monkeypatch.setattr(kube_config, "load_kube_config", _must_not_be_called)
-    monkeypatch.setattr(kube_config, "load_incluster_config", _must_not_be_called)
+# The scheduler suite's guard, shared: real pynvml init and kube config loading raise.
+_no_real_nvml_or_cluster = _scheduler_guard
 
 
 @pytest.fixture
