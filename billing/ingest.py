@@ -15,7 +15,6 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Connection,
-    DateTime,
     Float,
     Integer,
     Table,
@@ -35,6 +34,7 @@ from billing.schemas import (
     flatten_cloudevent,
     utc_text,
 )
+from billing.utc import is_timestamp
 
 USAGE_COLUMNS = (
     "source",
@@ -88,7 +88,7 @@ def _sqlite_times(
     at = [
         i
         for i, c in enumerate(columns)
-        if isinstance(table.c[c].type, DateTime)
+        if is_timestamp(table.c[c].type)
         and not all(isinstance(r[i], str) for r in rows)  # rendered already (usage_rows)
     ]
     if not at:
@@ -104,7 +104,7 @@ def _sqlite_times(
 
 def _pg_type(sa_type: Any) -> str:
     """The PostgreSQL type name for binary COPY of a column of this SQLAlchemy type."""
-    if isinstance(sa_type, DateTime):
+    if is_timestamp(sa_type):
         return "timestamptz"
     if isinstance(sa_type, BigInteger):
         return "int8"

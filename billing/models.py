@@ -1,7 +1,7 @@
 """SQLModel tables of the metering store, and their API families (Base/Create/Public).
 
-Every timestamp is UTC. SQLite keeps it as naive text, PostgreSQL as timestamptz; readers
-normalise with ``pd.to_datetime(..., utc=True)``.
+Every timestamp column is ``billing.utc.UTCDateTime``: any offset is converted to UTC on write,
+and reads return aware UTC (SQLite keeps UTC text, PostgreSQL timestamptz).
 """
 
 from __future__ import annotations
@@ -10,12 +10,13 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, DateTime, Index, Integer, Table, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Index, Integer, Table, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from billing.kinds import IDLE as IDLE  # re-exported
 from billing.kinds import UNALLOCATED as UNALLOCATED
 from billing.kinds import LedgerKind as LedgerKind
+from billing.utc import UTCDateTime
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL wants BIGINT for billions of rows.
 ID_TYPE = BigInteger().with_variant(Integer(), "sqlite")
@@ -37,7 +38,7 @@ def _id() -> Any:
 
 
 def _ts(*, index: bool = True, nullable: bool = False) -> Any:
-    return Field(sa_column=Column(DateTime(timezone=True), index=index, nullable=nullable))
+    return Field(sa_column=Column(UTCDateTime(), index=index, nullable=nullable))
 
 
 class EventStatus(StrEnum):
@@ -225,7 +226,7 @@ class LedgerHour(SQLModel, table=True):
 
     __tablename__ = "ledger_hour"
 
-    hour: datetime = Field(sa_column=Column(DateTime(timezone=True), primary_key=True))
+    hour: datetime = Field(sa_column=Column(UTCDateTime(), primary_key=True))
     metered_gpu_seconds: float = 0.0
     metered_cost_usd: float = 0.0
     metered_cost_cents: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
@@ -241,7 +242,7 @@ class DeviceHour(SQLModel, table=True):
 
     __tablename__ = "device_hour"
 
-    hour: datetime = Field(sa_column=Column(DateTime(timezone=True), primary_key=True))
+    hour: datetime = Field(sa_column=Column(UTCDateTime(), primary_key=True))
     gpu_uuid: str = Field(max_length=200, primary_key=True)
     parent_uuid: str | None = Field(default=None, max_length=200)
     gpu_type: str = Field(max_length=64)

@@ -10,11 +10,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, DateTime, Index, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from billing.enforcement.enums import BudgetAction, KillScope, Period, ReservationStatus
 from billing.models import ID_TYPE
+from billing.utc import UTCDateTime
 
 MICROS = 1_000_000
 
@@ -35,7 +36,7 @@ __all__ = [
 
 
 def _ts(*, nullable: bool = False, index: bool = False) -> Any:
-    return Field(sa_column=Column(DateTime(timezone=True), nullable=nullable, index=index))
+    return Field(sa_column=Column(UTCDateTime(), nullable=nullable, index=index))
 
 
 def _big(default: int = 0) -> Any:
