@@ -1,28 +1,67 @@
 """Cost attribution: a pure function from a frozen window of measurements to ledger rows.
 
 Inputs are pandas frames (see the ``*_COLUMNS`` constants); nothing here reads a clock, a
-database or the network.
+database or the network. Time is cut into buckets of ``resolution_s`` seconds (epoch-aligned;
+3600 by default, ``BillingConfig.ledger_resolution_s``); the ledger's ``hour`` column is a
+bucket's start. Every rule below is integrated time-exactly per physical GPU
+(billing.gputime over billing.intervals), never spread over a bucket.
 
-Conservation (tested): for every hour, the ledger rows' ``cost_cents`` add up to that hour's
-metered cents, round(Σ GPU-seconds x price / 3600 x 100). Rows are whole cents, so any window
-of whole hours and any grouping of rows also add up to the metered cents.
+Rules:
+1. Metering. A GPU sample at ``ts`` meters its physical GPU over [ts, ts + interval_s). Per
+   GPU the metered time is the union of its samples' intervals: one device, one instant, one
+   metered interval, so two collectors sampling one GPU meter it once. A sample that straddles
+   a bucket boundary is split at it; only time inside the (bucket-aligned) window counts.
+2. Price. Each bucket of a GPU is priced by the version of (gpu_type, pricing_class) with the
+   latest ``effective_from`` <= the bucket's start; where samples overlap, the earliest
+   starting one names the type and class.
+3. Unpriced. Metered time with no price in force is the bucket's ``__unpriced__`` row (kind
+   ``unpriced``): its GPU-seconds at 0 cents. It is neither allocated nor unallocated; the
+   other GPUs of the bucket are priced as usual. Metered seconds include it, metered cents 0.
+4. Allocation. An allocation holds ``fraction`` of its physical GPU over [start, end) (NULL
+   end: open) and only on that GPU's metered time inside that span: an allocation that begins
+   after metering stopped holds nothing, and after a mid-bucket placement change each model
+   holds exactly the metered time it held the GPU.
+5. Observed over planned. Where an allocation with source ``observed`` covers a stretch of a
+   GPU, the ``planned`` allocations of that GPU are ignored on that stretch.
+6. Oversubscription. Where fractions held at one instant add up to F > 1, each is scaled by
+   1/F; where F < 1 the remaining 1 - F of the metered time is ``__unallocated__``.
+7. Busy (idle_policy ``utilization``). A process reading at ``ts`` covers [ts, ts +
+   interval_s). At each instant a model's use u of the GPU is the sum over its process
+   streams (device_uuid, pid) of the mean sm_util/100 of that stream's known readings (two
+   collectors reading one process give the mean, not the sum). Where some known reading
+   covers the instant the model pays min(u, its share) and the rest of its share is its
+   ``__idle__`` row; where none does (time-slicing hides processes; NULL sm_util on MIG before
+   Hopper) it pays its whole share. So knowing utilisation for part of a bucket bills the
+   unknown part in full and the known part by its readings, never less than not knowing.
+   idle_policy ``allocation``: the model pays its whole share.
+8. A model that served no request in a bucket pays nothing: its whole share is idle.
+9. Split. A model's billable cost goes to its usage rows by token weight (AttributionWeights).
+
+Conservation (tested): for every bucket, the ledger rows' ``cost_cents`` add up to that
+bucket's metered cents, round(Σ priced GPU-seconds x USD/h / 3600 x 100), and their
+``gpu_seconds`` to its metered seconds (attributed + idle + unallocated + unpriced). Rows are
+whole cents, so any window of whole buckets and any grouping of rows also add up.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from billing.config import AttributionWeights, IdlePolicy
-from billing.kinds import IDLE, UNALLOCATED, LedgerKind
+from billing.gputime import gpu_time
+from billing.kinds import IDLE, UNALLOCATED, UNPRICED, LedgerKind
 from billing.windows import Window
 
 SAMPLE_COLUMNS = ["ts", "gpu_uuid", "gpu_type", "pricing_class", "interval_s"]
+# Optional: device_uuid and pid name a process stream (readings of one stream are averaged).
 PROCESS_COLUMNS = ["ts", "gpu_uuid", "model", "sm_util", "interval_s"]
+# Optional: source ("observed" | "planned"; absent = observed).
 ALLOCATION_COLUMNS = ["model", "gpu_uuid", "fraction", "start", "end"]
 USAGE_COLUMNS = ["ts", "model", "customer", "request_type", "input_tokens", "output_tokens"]
+# Optional: effective_from (absent or NaT = in force from the start of time).
 PRICE_COLUMNS = ["gpu_type", "pricing_class", "usd_per_hour"]
 LEDGER_COLUMNS = [
     "hour",
@@ -39,23 +78,21 @@ LEDGER_COLUMNS = [
     "cost_cents",
 ]
 HOUR_COLUMNS = ["hour", "metered_gpu_seconds", "metered_cost_usd", "metered_cost_cents"]
+UNPRICED_COLUMNS = ["hour", "gpu_type", "pricing_class", "gpu_seconds"]
 
 
-class PriceMissingError(ValueError):
-    """A metered GPU has no price for its type and pricing class."""
+def _empty_unpriced() -> pd.DataFrame:
+    return pd.DataFrame(columns=UNPRICED_COLUMNS)
 
 
 @dataclass(frozen=True)
 class Attribution:
-    """The result: ledger rows and, per hour, the metered totals they add up to."""
+    """The result: ledger rows, per bucket the metered totals they add up to, and per bucket x
+    (gpu_type, pricing_class) the GPU-seconds that had no price (UNPRICED_COLUMNS)."""
 
     rows: pd.DataFrame
     hours: pd.DataFrame
-
-
-def _floor_hour(ts: pd.Series) -> pd.Series:
-    floored: pd.Series = ts.dt.floor("h")
-    return floored
+    unpriced: pd.DataFrame = field(default_factory=_empty_unpriced)
 
 
 def _in_window(frame: pd.DataFrame, window: Window, column: str = "ts") -> pd.DataFrame:
@@ -63,78 +100,9 @@ def _in_window(frame: pd.DataFrame, window: Window, column: str = "ts") -> pd.Da
     return frame[(frame[column] >= start) & (frame[column] < end)]
 
 
-def _metered(samples: pd.DataFrame, prices: pd.DataFrame) -> pd.DataFrame:
-    """GPU-seconds and exact cost per hour x physical GPU.
-
-    Details: a sample stands for ``interval_s`` seconds of its GPU, booked in the hour of its
-    timestamp; cost = seconds x usd_per_hour / 3600.
-    """
-    s = samples.assign(hour=_floor_hour(samples["ts"]))
-    g = s.groupby(["hour", "gpu_uuid", "gpu_type", "pricing_class"], observed=True, sort=False)
-    m = g["interval_s"].sum().rename("metered_s").reset_index()
-    m = m.merge(prices[PRICE_COLUMNS], on=["gpu_type", "pricing_class"], how="left")
-    missing = m[m["usd_per_hour"].isna()][["gpu_type", "pricing_class"]].drop_duplicates()
-    if len(missing):
-        pairs = ", ".join(f"{t}/{c}" for t, c in missing.itertuples(index=False))
-        raise PriceMissingError(f"no price for GPU type/pricing class: {pairs}")
-    m["rate"] = m["usd_per_hour"] / 3600.0
-    return m[["hour", "gpu_uuid", "metered_s", "rate"]]
-
-
-def _empty_allocated() -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "hour": pd.Series(dtype="datetime64[ns, UTC]"),
-            "gpu_uuid": pd.Series(dtype=object),
-            "model": pd.Series(dtype=object),
-            "alloc_s": pd.Series(dtype=float),
-        }
-    )
-
-
-def _allocated(allocations: pd.DataFrame, metered: pd.DataFrame, window: Window) -> pd.DataFrame:
-    """Allocated GPU-seconds per hour x GPU x model, capped by what the GPU was metered.
-
-    Details: alloc = fraction x min(overlap([start, end), hour), metered seconds of the GPU in
-    that hour): an allocation cannot hold GPU time that was not metered (the current, partial
-    hour; sampling gaps). If a GPU's total still exceeds its metered seconds (time-slice
-    replicas whose fractions add up past 1), every allocation on it is scaled by
-    metered / total, so no cost is created.
-    """
-    if allocations.empty or metered.empty:
-        return _empty_allocated()
-    w_start, w_end = pd.Timestamp(window.start), pd.Timestamp(window.end)
-    a = allocations[ALLOCATION_COLUMNS].copy()
-    end = pd.to_datetime(a["end"], utc=True).fillna(w_end)
-    start = pd.to_datetime(a["start"], utc=True)
-    a["end"] = end.where(end < w_end, w_end)
-    a["start"] = start.where(start > w_start, w_start)
-    a = a[a["end"] > a["start"]]
-    if a.empty:
-        return _empty_allocated()
-    first = a["start"].dt.floor("h")
-    n_hours = np.ceil((a["end"] - first).dt.total_seconds().to_numpy() / 3600).astype(np.int64)
-    a = a.loc[a.index.repeat(n_hours)].assign(
-        hour=np.concatenate(
-            [first.iloc[i] + pd.to_timedelta(np.arange(k), "h") for i, k in enumerate(n_hours)]
-        )
-    )
-    lo = a[["start", "hour"]].max(axis=1)
-    hi = pd.concat([a["end"], a["hour"] + pd.Timedelta(hours=1)], axis=1).min(axis=1)
-    a["overlap_s"] = (hi - lo).dt.total_seconds().clip(lower=0)
-    a = a.merge(metered[["hour", "gpu_uuid", "metered_s"]], on=["hour", "gpu_uuid"])
-    a["alloc_s"] = a["fraction"] * np.minimum(a["overlap_s"], a["metered_s"])
-    keys = ["hour", "gpu_uuid", "model"]
-    summed = a.groupby(keys, observed=True, sort=False)[["alloc_s"]].sum().reset_index()
-    a = summed.merge(metered[["hour", "gpu_uuid", "metered_s"]], on=["hour", "gpu_uuid"])
-    raw = a.groupby(["hour", "gpu_uuid"], sort=False)["alloc_s"].transform("sum")
-    a["alloc_s"] *= np.minimum(1.0, a["metered_s"] / raw.where(raw > 0, 1.0))
-    return a[["hour", "gpu_uuid", "model", "alloc_s"]]
-
-
-def _usage_by_hour(usage: pd.DataFrame) -> pd.DataFrame:
-    """Tokens and requests per hour x model x customer x request_type."""
-    u = usage.assign(hour=_floor_hour(usage["ts"]))
+def _usage_by_bucket(usage: pd.DataFrame, resolution_s: int) -> pd.DataFrame:
+    """Tokens and requests per bucket x model x customer x request_type."""
+    u = usage.assign(hour=usage["ts"].dt.floor(f"{resolution_s}s").dt.as_unit("ns"))
     if "requests" not in u.columns:
         u["requests"] = 1
     keys = ["hour", "model", "customer", "request_type"]
@@ -143,35 +111,6 @@ def _usage_by_hour(usage: pd.DataFrame) -> pd.DataFrame:
     for k in keys[1:]:
         out[k] = out[k].astype(str)
     return out
-
-
-def _busy_fraction(
-    alloc_hgm: pd.DataFrame, processes: pd.DataFrame, usage_hm: pd.DataFrame, policy: IdlePolicy
-) -> pd.Series:
-    """Share of each (hour, GPU, model) allocation billed to tenants, in [0, 1].
-
-    Details: with policy ``utilization``, busy = Σ(process sm_util/100 x interval_s) / alloc_s
-    over the process samples of that model on that GPU whose utilisation is known, clipped to
-    [0, 1]. Unknown utilisation (no process samples: time-slicing hides them; or NULL sm_util:
-    NVML cannot see SMs per MIG instance before Hopper) bills the allocation in full. With
-    ``allocation``, busy = 1. Either way, busy = 0 when the model served no request in that
-    hour: nobody can be billed, the whole allocation is idle.
-    """
-    served = alloc_hgm.merge(usage_hm, on=["hour", "model"], how="left")["requests"].fillna(0) > 0
-    busy = pd.Series(1.0, index=alloc_hgm.index)
-    known = processes[processes["sm_util"].notna()] if not processes.empty else processes
-    if policy == "utilization" and not known.empty:
-        p = known.assign(hour=_floor_hour(known["ts"]))
-        p["used_s"] = p["sm_util"] / 100.0 * p["interval_s"]
-        keys = ["hour", "gpu_uuid", "model"]
-        used = p.groupby(keys, observed=True)["used_s"].sum().reset_index()
-        used["model"] = used["model"].astype(str)
-        used["gpu_uuid"] = used["gpu_uuid"].astype(str)
-        merged = alloc_hgm.merge(used, on=keys, how="left")
-        ratio = merged["used_s"] / merged["alloc_s"].where(merged["alloc_s"] > 0, np.nan)
-        busy = ratio.clip(0, 1).where(merged["used_s"].notna(), 1.0).fillna(0.0)
-        busy.index = alloc_hgm.index
-    return busy.where(served.to_numpy(), 0.0)
 
 
 def _split(
@@ -227,74 +166,75 @@ def attribute(
     window: Window,
     weights: AttributionWeights,
     idle_policy: IdlePolicy = "utilization",
+    resolution_s: int = 3600,
 ) -> Attribution:
-    """Attribute metered GPU cost in ``window`` (expanded to whole hours) to ledger rows.
+    """Attribute metered GPU cost in ``window`` (expanded to whole buckets) to ledger rows.
 
-    Returns: rows with LEDGER_COLUMNS: ``attributed`` rows per hour x model x customer x
-    request_type, one ``idle`` row per hour x model (customer = request_type = IDLE) and one
-    ``unallocated`` row per hour (model = customer = request_type = UNALLOCATED); hours with
-    HOUR_COLUMNS.
-    Raises: PriceMissingError when a metered GPU has no price.
-    Invariant: rows.groupby(hour).cost_cents.sum() == hours.metered_cost_cents.
+    Returns: rows with LEDGER_COLUMNS: ``attributed`` rows per bucket x model x customer x
+    request_type, one ``idle`` row per bucket x model (customer = request_type = IDLE), one
+    ``unallocated`` row per bucket (model = customer = request_type = UNALLOCATED) and one
+    ``unpriced`` row per bucket with unpriced GPU time (all three = UNPRICED, 0 cents);
+    hours with HOUR_COLUMNS; unpriced GPU-seconds per bucket x GPU type x pricing class.
+    Invariant: rows.groupby(hour).cost_cents.sum() == hours.metered_cost_cents, and
+    rows.groupby(hour).gpu_seconds.sum() == hours.metered_gpu_seconds.
     """
-    window = window.hour_aligned()
-    samples = _in_window(samples, window)
+    window = window.aligned(resolution_s)
     usage = _in_window(usage, window)
-    processes = _in_window(processes, window)
-    metered = _metered(samples, prices)
-    alloc = _allocated(allocations, metered, window)
-
-    alloc_rated = alloc.merge(metered[["hour", "gpu_uuid", "rate"]], on=["hour", "gpu_uuid"])
-    alloc_rated["alloc_cost"] = alloc_rated["alloc_s"] * alloc_rated["rate"]
-    usage_hm_full = _usage_by_hour(usage)
-    usage_hm = usage_hm_full.groupby(["hour", "model"], sort=False)["requests"].sum().reset_index()
-    busy = _busy_fraction(alloc_rated, processes, usage_hm, idle_policy)
-    alloc_rated["bill_cost"] = alloc_rated["alloc_cost"] * busy
-    alloc_rated["bill_s"] = alloc_rated["alloc_s"] * busy
-    billable = (
-        alloc_rated.groupby(["hour", "model"], sort=False)[
-            ["alloc_s", "alloc_cost", "bill_s", "bill_cost"]
-        ]
-        .sum()
-        .reset_index()
+    g = gpu_time(
+        samples=samples,
+        processes=processes,
+        allocations=allocations,
+        prices=prices,
+        window=window,
+        resolution_s=resolution_s,
     )
-    attributed = _split(usage_hm_full, billable[["hour", "model", "bill_cost", "bill_s"]], weights)
-
+    usage_full = _usage_by_bucket(usage, resolution_s)
+    served = usage_full.groupby(["hour", "model"], sort=False)["requests"].sum().reset_index()
+    billable = g.models.merge(served, on=["hour", "model"], how="left")
+    paid = billable["requests"].fillna(0).to_numpy() > 0
+    by_util = idle_policy == "utilization"
+    billable["bill_s"] = np.where(paid, billable["busy_s" if by_util else "alloc_s"], 0.0)
+    billable["bill_cost"] = np.where(paid, billable["busy_cost" if by_util else "alloc_cost"], 0.0)
+    attributed = _split(usage_full, billable[["hour", "model", "bill_cost", "bill_s"]], weights)
+    zeros = {"input_tokens": 0, "output_tokens": 0, "requests": 0}
     idle = billable.assign(
         customer=IDLE,
         request_type=IDLE,
         kind=LedgerKind.idle.value,
         gpu_cost_usd=billable["alloc_cost"] - billable["bill_cost"],
         gpu_seconds=billable["alloc_s"] - billable["bill_s"],
-        input_tokens=0,
-        output_tokens=0,
-        requests=0,
+        **zeros,
     )
-    per_gpu_alloc = alloc.groupby(["hour", "gpu_uuid"], sort=False)["alloc_s"].sum()
-    un = metered.set_index(["hour", "gpu_uuid"])
-    un_s = (un["metered_s"] - per_gpu_alloc.reindex(un.index).fillna(0.0)).clip(lower=0)
-    un = pd.DataFrame({"gpu_seconds": un_s, "gpu_cost_usd": un_s * un["rate"]}).reset_index()
-    unallocated = un.groupby("hour", sort=False)[["gpu_seconds", "gpu_cost_usd"]].sum()
-    unallocated = unallocated.reset_index().assign(
+    unallocated = g.unallocated.assign(
         model=UNALLOCATED,
         customer=UNALLOCATED,
         request_type=UNALLOCATED,
         kind=LedgerKind.unallocated.value,
-        input_tokens=0,
-        output_tokens=0,
-        requests=0,
+        **zeros,
+    )
+    unpriced = (
+        g.unpriced.groupby("hour", sort=True)["gpu_seconds"]
+        .sum()
+        .reset_index()
+        .assign(
+            model=UNPRICED,
+            customer=UNPRICED,
+            request_type=UNPRICED,
+            kind=LedgerKind.unpriced.value,
+            gpu_cost_usd=0.0,
+            **zeros,
+        )
     )
     cols = [c for c in LEDGER_COLUMNS if c not in ("cost_adjustment_usd", "cost_cents")]
-    rows = pd.concat([attributed[cols], idle[cols], unallocated[cols]], ignore_index=True)
-    hours = _hours(metered)
-    return Attribution(rows=_finish(rows, hours), hours=hours)
+    parts = [p[cols] for p in (attributed, idle, unallocated, unpriced) if len(p)]
+    rows = pd.concat(parts, ignore_index=True) if parts else attributed[cols]
+    hours = _hours(g.metered)
+    return Attribution(rows=_finish(rows, hours), hours=hours, unpriced=g.unpriced)
 
 
 def _hours(metered: pd.DataFrame) -> pd.DataFrame:
-    cost = metered["metered_s"] * metered["rate"]
-    h = metered.assign(cost=cost).groupby("hour", sort=True)[["metered_s", "cost"]].sum()
-    h = h.reset_index().rename(
-        columns={"metered_s": "metered_gpu_seconds", "cost": "metered_cost_usd"}
+    h = metered.rename(
+        columns={"metered_s": "metered_gpu_seconds", "metered_cost": "metered_cost_usd"}
     )
     h["metered_cost_cents"] = np.floor(h["metered_cost_usd"] * 100.0 + 0.5).astype(np.int64)
     return h[HOUR_COLUMNS]
@@ -305,7 +245,9 @@ def _finish(rows: pd.DataFrame, hours: pd.DataFrame) -> pd.DataFrame:
     cents_by_hour = hours.set_index("hour")["metered_cost_cents"]
     rows = rows.reset_index(drop=True)
     rows["cost_cents"] = np.int64(0)
-    metered_rows = rows["hour"].isin(cents_by_hour.index)
+    metered_rows = rows["hour"].isin(cents_by_hour.index) & (
+        rows["kind"] != LedgerKind.unpriced.value
+    )
     if metered_rows.any():
         r = rows[metered_rows]
         rows.loc[metered_rows, "cost_cents"] = round_to_cents(

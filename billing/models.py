@@ -15,6 +15,7 @@ from sqlmodel import Field, SQLModel
 
 from billing.kinds import IDLE as IDLE  # re-exported
 from billing.kinds import UNALLOCATED as UNALLOCATED
+from billing.kinds import UNPRICED as UNPRICED
 from billing.kinds import LedgerKind as LedgerKind
 from billing.utc import UTCDateTime
 
@@ -189,7 +190,9 @@ class Price(SQLModel, table=True):
 class LedgerEntry(SQLModel, table=True):
     """Cost and usage of one hour x model x customer x request_type.
 
-    Idle rows have customer = request_type = IDLE; unallocated rows have model = UNALLOCATED.
+    Idle rows have customer = request_type = IDLE; unallocated rows have model = customer =
+    request_type = UNALLOCATED, unpriced rows (GPU-seconds, 0 cents) the same with UNPRICED.
+    ``hour`` is the start of the row's bucket (``ledger_resolution_s``, an hour by default).
     ``cost_cents`` is the official figure; ``gpu_cost_usd`` the exact share before rounding and
     ``cost_adjustment_usd`` what largest-remainder rounding added, so that the cents of an hour
     add up to that hour's metered cents.

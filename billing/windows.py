@@ -41,10 +41,14 @@ class Window:
 
     def hour_aligned(self) -> Window:
         """The smallest window of whole hours that covers this one."""
-        start = floor_hour(self.start)
-        end = floor_hour(self.end)
+        return self.aligned(3600)
+
+    def aligned(self, resolution_s: int) -> Window:
+        """The smallest window of whole ``resolution_s`` buckets (epoch-aligned) covering this."""
+        start = floor_to(self.start, resolution_s)
+        end = floor_to(self.end, resolution_s)
         if end < self.end:
-            end += timedelta(hours=1)
+            end += timedelta(seconds=resolution_s)
         return Window(start, end)
 
     def hours(self) -> list[datetime]:
@@ -57,6 +61,19 @@ class Window:
 def floor_hour(ts: datetime) -> datetime:
     """``ts`` truncated to the hour."""
     return ts.replace(minute=0, second=0, microsecond=0)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+
+def floor_to(ts: datetime, resolution_s: int) -> datetime:
+    """``ts`` (aware) truncated to a multiple of ``resolution_s`` since the Unix epoch (UTC).
+
+    Details: integer microseconds, so no float rounding moves a bucket boundary.
+    """
+    us = (ts - _EPOCH) // _US
+    return _EPOCH + (us - us % (resolution_s * 1_000_000)) * _US
 
 
 def _midnight(ts: datetime) -> datetime:

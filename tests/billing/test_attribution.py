@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from billing.attribution import PriceMissingError, attribute, round_to_cents
+from billing.attribution import attribute, round_to_cents
 from billing.config import AttributionWeights
-from billing.models import IDLE, UNALLOCATED
+from billing.models import IDLE, UNALLOCATED, UNPRICED
 from billing.windows import Window
 from tests.utils.factories import PRICES, T0, Fleet, GpuSpec, allocations, usage
 
@@ -140,18 +140,29 @@ def test_oversubscribed_gpu_is_capped_at_metered() -> None:
     assert UNALLOCATED not in set(r.rows[r.rows["cost_cents"] > 0]["model"])
 
 
-def test_missing_price_is_an_error_not_a_silent_zero() -> None:
-    fleet = Fleet(gpus=[GpuSpec("g0", gpu_type="B200")])
-    with pytest.raises(PriceMissingError, match="B200/on-demand"):
-        attribute(
-            samples=fleet.samples(),
-            processes=EMPTY_PROC,
-            allocations=allocations([]),
-            usage=usage(1),
-            prices=PRICES,
-            window=Window(T0, T0 + HOUR),
-            weights=AttributionWeights(),
-        )
+def test_unpriced_gpu_is_its_own_row_and_the_others_are_priced() -> None:
+    """A GPU type with no price: its time is __unpriced__ (seconds, 0 cents), never a halt."""
+    fleet = Fleet(gpus=[GpuSpec("g0", gpu_type="B200"), GpuSpec("g1")])
+    alloc = allocations([("m", "g0", 1.0, T0, None), ("m", "g1", 0.5, T0, None)])
+    r = attribute(
+        samples=fleet.samples(),
+        processes=EMPTY_PROC,
+        allocations=alloc,
+        usage=usage(10, models=("m",)),
+        prices=PRICES,
+        window=Window(T0, T0 + HOUR),
+        weights=AttributionWeights(),
+    )
+    by = r.rows.set_index(["kind", "model"])
+    assert by.loc[("unpriced", UNPRICED), "gpu_seconds"] == pytest.approx(3600.0)
+    assert by.loc[("unpriced", UNPRICED), "cost_cents"] == 0
+    # g1 priced as usual: half held by m (256 cents), half unallocated (256 cents)
+    assert by.loc[("unallocated", UNALLOCATED), "cost_cents"] == 256
+    assert r.rows[r.rows["kind"] == "attributed"]["cost_cents"].sum() == 256
+    assert r.hours["metered_cost_cents"].tolist() == [512]
+    assert r.hours["metered_gpu_seconds"].tolist() == [pytest.approx(7200.0)]
+    assert r.rows["gpu_seconds"].sum() == pytest.approx(7200.0)
+    assert r.unpriced[["gpu_type", "pricing_class"]].values.tolist() == [["B200", "on-demand"]]
 
 
 @pytest.mark.parametrize(
