@@ -67,7 +67,21 @@ class BillingConfig(BaseModel):
         ),
     )
     rollup_interval_s: int = Field(default=60, ge=1)
-    rollup_lookback_h: int = Field(default=2, ge=1)
+    rollup_lookback_h: int = Field(
+        default=2,
+        ge=1,
+        description="Hours the rollup job recomputes every run, besides every hour ingest marked.",
+    )
+    rollup_max_window_h: int = Field(
+        default=24, ge=1, description="Longest window one rollup call computes (dirty hours)."
+    )
+    ledger_resolution_s: int = Field(
+        default=3600,
+        description=(
+            "Length of a ledger bucket in seconds (epoch-aligned; divides 3600, >= 60). "
+            "GET /v1/costs is exact for windows of whole buckets and refuses shorter ones."
+        ),
+    )
     max_batch: int = Field(default=10_000, ge=1, le=100_000)
     require_auth: bool = True
     bootstrap_admin_key: str | None = Field(
@@ -76,6 +90,13 @@ class BillingConfig(BaseModel):
     )
     enforcement: EnforcementConfig = EnforcementConfig()
     export: WeeklyExportConfig = WeeklyExportConfig()
+
+    @field_validator("ledger_resolution_s")
+    @classmethod
+    def _divides_an_hour(cls, v: int) -> int:
+        if v < 60 or 3600 % v:
+            raise ValueError("ledger_resolution_s must divide 3600 and be >= 60 (e.g. 300)")
+        return v
 
     @field_validator("bootstrap_admin_key")
     @classmethod

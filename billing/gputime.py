@@ -52,12 +52,17 @@ def _spans(
     gpu: pd.Series, start: I64, end: I64, gpus: pd.Index, window: Window, *, sort: bool = False
 ) -> _Spans:
     w0, w1 = to_ns(pd.DatetimeIndex([window.start, window.end]))
-    dev = np.asarray(gpus.get_indexer(pd.Index(gpu.astype(str))), dtype=np.int64)
+    dev = _codes(gpus, gpu)
     s, e = np.clip(start, w0, w1), np.clip(end, w0, w1)
     rows = np.flatnonzero((e > s) & (dev >= 0))
     if sort:
         rows = rows[np.lexsort((s[rows], dev[rows]))]
     return _Spans(dev[rows], s[rows], e[rows], rows)
+
+
+def _codes(index: pd.Index, values: pd.Series) -> I64:
+    """Position of each value in ``index`` (-1 when absent)."""
+    return np.asarray(index.get_indexer(pd.Index(values.astype(str))), dtype=np.int64)
 
 
 def _duration_ns(interval_s: pd.Series) -> I64:
@@ -241,11 +246,13 @@ def _held(m: _Meter, priced: npt.NDArray[np.bool_], allocations: pd.DataFrame, a
         seg, rows = seg[keep], rows[keep]
     frac = allocations["fraction"].to_numpy(dtype=float)[rows]
     F = np.bincount(seg, weights=frac, minlength=m.line.size)
-    code = np.asarray(models.get_indexer(allocations["model"].astype(str)), np.int64)[rows]
+    code = np.asarray(models.get_indexer(pd.Index(allocations["model"].astype(str))), np.int64)[
+        rows
+    ]
     nm = max(len(models), 1)
     key, inv = np.unique(seg * nm + code, return_inverse=True)
     share = np.bincount(inv, weights=frac / np.maximum(1.0, F[seg]), minlength=len(key))
-    return _Held(key, key // nm, key % nm, share, F, models)
+    return _Held(key, key // nm, key % nm, share.astype(np.float64), F.astype(np.float64), models)
 
 
 def _busy_share(m: _Meter, h: _Held, processes: pd.DataFrame, p: _Spans) -> F64:
@@ -261,7 +268,9 @@ def _busy_share(m: _Meter, h: _Held, processes: pd.DataFrame, p: _Spans) -> F64:
     seg, item = m.line.expand(p.dev, p.start, p.end)
     rows = p.rows[item]
     util = processes["sm_util"].to_numpy(dtype=float)[rows]
-    code = np.asarray(h.models.get_indexer(processes["model"].astype(str)), np.int64)[rows]
+    code = np.asarray(h.models.get_indexer(pd.Index(processes["model"].astype(str))), np.int64)[
+        rows
+    ]
     ok = ~np.isnan(util) & (code >= 0)
     seg, rows, util, code = seg[ok], rows[ok], util[ok], code[ok]
     want = seg * max(len(h.models), 1) + code

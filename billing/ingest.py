@@ -2,7 +2,9 @@
 
 Invariants: one transaction per call; (source, event_id) for usage, (gpu_uuid, ts) for GPU
 samples and (device_uuid, ts, pid) for processes are idempotency keys, so re-sending a batch
-inserts nothing twice. received = inserted + duplicates.
+inserts nothing twice. received = inserted + duplicates. A call that inserts anything also
+marks the hours its rows touch (billing.dirty) in the same transaction, so the rollup job
+recomputes them however late they arrive.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from billing.models import GpuProcessSample, GpuSample, UsageEvent, table_of
+from billing.dirty import hours_of_instants, hours_of_intervals, mark_hours
+from billing.models import GpuProcessSample, GpuSample, UsageEvent, table_of, utcnow
 from billing.schemas import (
     USAGE_BATCH,
     USAGE_EVENT,
@@ -213,6 +216,8 @@ def ingest_usage_rows(engine: Engine, rows: Sequence[tuple[Any, ...]]) -> Ingest
     """Store usage rows (USAGE_COLUMNS order) in one transaction, skipping known keys."""
     with engine.begin() as conn:
         inserted = bulk_insert_ignore(conn, table_of(UsageEvent), USAGE_COLUMNS, rows)
+        if inserted:
+            mark_hours(conn, hours_of_instants(r[2] for r in rows), marked_at=utcnow())
     return IngestResult(received=len(rows), inserted=inserted, duplicates=len(rows) - inserted)
 
 
@@ -289,5 +294,10 @@ def ingest_gpu_samples(
         inserted += bulk_insert_ignore(
             conn, table_of(GpuProcessSample), PROCESS_COLUMNS, process_rows
         )
+        if inserted:
+            starts = [x.ts for x in samples] + [x.ts for x in processes]
+            secs = [x.interval_s for x in samples] + [x.interval_s for x in processes]
+            hours = hours_of_intervals(starts, secs)
+            mark_hours(conn, hours, marked_at=utcnow())
     received = len(sample_rows) + len(process_rows)
     return IngestResult(received=received, inserted=inserted, duplicates=received - inserted)

@@ -1,18 +1,21 @@
 """The ledger edge: load a window from the store, attribute it, write ledger rows; query them.
 
-``rollup`` replaces the ledger rows of every hour it computes in one transaction, so running
-it twice (or from two schedulers) never doubles a cent.
+``rollup`` replaces the ledger rows of every bucket it computes in one transaction, so running
+it twice (or from two schedulers) never doubles a cent. Buckets are
+``BillingConfig.ledger_resolution_s`` long (an hour by default); ``hour`` columns hold a
+bucket's start.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import ColumnElement, and_, delete, func, insert, or_, select
+from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.engine import Connection, Engine
 
 from billing.attribution import (
@@ -23,10 +26,12 @@ from billing.attribution import (
     attribute,
 )
 from billing.config import BillingConfig
+from billing.devicehours import MAX_INTERVAL, replace_device_hours
 from billing.ingest import bulk_insert_ignore
+from billing.kinds import LedgerKind
+from billing.metrics import RollupMetrics
 from billing.models import (
     Allocation,
-    DeviceHour,
     GpuProcessSample,
     GpuSample,
     LedgerEntry,
@@ -34,21 +39,32 @@ from billing.models import (
     UsageEvent,
     table_of,
 )
-from billing.pricebook import prices_at
+from billing.pricebook import price_versions
+from billing.sqltime import bucket_expr, day_expr
 from billing.windows import Window
 
+__all__ = ["replace_device_hours"]  # re-exported for the dashboard bench
+log = logging.getLogger(__name__)
 GROUP_KEYS = ("model", "customer", "request_type", "kind", "hour", "day")
 
 
 @dataclass(frozen=True)
 class RollupResult:
-    """What a rollup wrote."""
+    """What a rollup wrote, and what its window held (for warnings).
+
+    ``unpriced``: (gpu_type, pricing_class, GPU-seconds) metered without a price.
+    """
 
     window: Window
     hours: int
     rows: int
     metered_cost_cents: int
     ledger_cost_cents: int
+    requests: int = 0
+    samples: int = 0
+    allocations: int = 0
+    unallocated_cost_cents: int = 0
+    unpriced: tuple[tuple[str, str, float], ...] = field(default=())
 
 
 def _utc(df: pd.DataFrame, *cols: str) -> pd.DataFrame:
@@ -57,49 +73,10 @@ def _utc(df: pd.DataFrame, *cols: str) -> pd.DataFrame:
     return df
 
 
-def _hour_expr(conn: Connection, column: Any) -> ColumnElement[Any]:
-    if conn.dialect.name == "sqlite":
-        return func.strftime("%Y-%m-%d %H:00:00", column)
-    return func.date_trunc("hour", column)
-
-
-def replace_device_hours(conn: Connection, window: Window) -> int:
-    """Re-sum ``gpu_sample`` per hour x device into ``device_hour`` for ``window`` (in SQL).
-
-    Details: delete the window's hours, then one INSERT ... SELECT ... GROUP BY; on SQLite the
-    hour is written in the same text form as every other DateTime so range filters compare.
-    """
-    s, d = table_of(GpuSample).c, table_of(DeviceHour)
-    if conn.dialect.name == "sqlite":
-        hour: Any = func.strftime("%Y-%m-%d %H:00:00.000000", s.ts)
-    else:
-        hour = func.date_trunc("hour", s.ts)
-    conn.execute(delete(d).where(d.c.hour >= window.start, d.c.hour < window.end))
-    summed = (
-        select(
-            hour,
-            s.gpu_uuid,
-            func.max(s.parent_uuid),
-            func.max(s.gpu_type),
-            func.max(s.mig_profile),
-            func.sum(s.interval_s),
-            func.sum(func.coalesce(s.sm_util, 0.0) * s.interval_s / 100.0),
-            func.min(s.ts),
-            func.max(s.ts),
-            func.max(s.interval_s),
-        )
-        .where(s.ts >= window.start, s.ts < window.end)
-        .group_by(hour, s.gpu_uuid)
-    )
-    # the select above lists device_hour's columns in table order
-    res = conn.execute(insert(d).from_select([c.name for c in d.c], summed))
-    return int(res.rowcount or 0)
-
-
-def load_usage_by_hour(conn: Connection, window: Window) -> pd.DataFrame:
-    """Usage summed in SQL per hour x model x customer x request_type (one row per group)."""
+def load_usage_by_hour(conn: Connection, window: Window, resolution_s: int = 3600) -> pd.DataFrame:
+    """Usage summed in SQL per bucket x model x customer x request_type (one row per group)."""
     u = table_of(UsageEvent).c
-    hour = _hour_expr(conn, u.ts).label("ts")
+    hour = bucket_expr(conn, u.ts, resolution_s).label("ts")
     stmt = (
         select(
             hour,
@@ -119,26 +96,33 @@ def load_usage_by_hour(conn: Connection, window: Window) -> pd.DataFrame:
     )
 
 
-def load_inputs(conn: Connection, window: Window) -> dict[str, pd.DataFrame]:
-    """The frames ``attribute`` needs for ``window`` (hour-aligned), read in one connection."""
-    w = window.hour_aligned()
+def load_inputs(
+    conn: Connection, window: Window, resolution_s: int = 3600
+) -> dict[str, pd.DataFrame]:
+    """The frames ``attribute`` needs for ``window`` (bucket-aligned), read in one connection.
+
+    Samples and process readings start up to MAX_INTERVAL before the window: a reading that
+    began before it covers time inside it.
+    """
+    w = window.aligned(resolution_s)
     s = table_of(GpuSample).c
     p = table_of(GpuProcessSample).c
     a = table_of(Allocation).c
+    since = w.start - MAX_INTERVAL
     samples = pd.read_sql(
         select(s.ts, s.gpu_uuid, s.gpu_type, s.pricing_class, s.interval_s).where(
-            s.parent_uuid.is_(None), s.ts >= w.start, s.ts < w.end
+            s.parent_uuid.is_(None), s.ts >= since, s.ts < w.end
         ),
         conn,
     )
     processes = pd.read_sql(
-        select(p.ts, p.gpu_uuid, p.model, p.sm_util, p.interval_s).where(
-            p.model.is_not(None), p.ts >= w.start, p.ts < w.end
+        select(p.ts, p.gpu_uuid, p.model, p.sm_util, p.interval_s, p.device_uuid, p.pid).where(
+            p.model.is_not(None), p.ts >= since, p.ts < w.end
         ),
         conn,
     )
     allocations = pd.read_sql(
-        select(*[a[c] for c in ALLOCATION_COLUMNS]).where(
+        select(*[a[c] for c in ALLOCATION_COLUMNS], a.source).where(
             a.start < w.end, or_(a.end.is_(None), a.end > w.start)
         ),
         conn,
@@ -147,33 +131,73 @@ def load_inputs(conn: Connection, window: Window) -> dict[str, pd.DataFrame]:
         "samples": _utc(samples, "ts"),
         "processes": _utc(processes, "ts"),
         "allocations": _utc(allocations, "start", "end"),
-        "usage": load_usage_by_hour(conn, w),
+        "usage": load_usage_by_hour(conn, w, resolution_s),
     }
 
 
-def rollup(engine: Engine, window: Window, config: BillingConfig) -> RollupResult:
-    """Attribute ``window`` (hour-aligned) and replace its ledger rows in one transaction."""
-    w = window.hour_aligned()
+def _result(w: Window, inputs: dict[str, pd.DataFrame], result: Attribution) -> RollupResult:
+    rows = result.rows
+    un = result.unpriced.groupby(["gpu_type", "pricing_class"], as_index=False)["gpu_seconds"].sum()
+    in_w = inputs["samples"]["ts"] >= pd.Timestamp(w.start)
+    return RollupResult(
+        window=w,
+        hours=len(result.hours),
+        rows=len(rows),
+        metered_cost_cents=int(result.hours["metered_cost_cents"].sum()),
+        ledger_cost_cents=int(rows["cost_cents"].sum()),
+        requests=int(inputs["usage"]["requests"].sum()),
+        samples=int(in_w.sum()),
+        allocations=len(inputs["allocations"]),
+        unallocated_cost_cents=int(
+            rows.loc[rows["kind"] == LedgerKind.unallocated.value, "cost_cents"].sum()
+        ),
+        unpriced=tuple(
+            (str(t), str(c), float(v))
+            for t, c, v in zip(un["gpu_type"], un["pricing_class"], un["gpu_seconds"], strict=True)
+        ),
+    )
+
+
+def rollup(
+    engine: Engine, window: Window, config: BillingConfig, metrics: RollupMetrics | None = None
+) -> RollupResult:
+    """Attribute ``window`` (bucket-aligned) and replace its ledger rows in one transaction.
+
+    GPU time without a price is logged as a warning (and counted in ``metrics``), never an
+    error: it is the ``__unpriced__`` row and the rest of the window is priced as usual.
+    """
+    res = config.ledger_resolution_s
+    w = window.aligned(res)
     with engine.connect() as conn:
-        inputs = load_inputs(conn, w)
-    prices = prices_at(engine, w.end)
+        inputs = load_inputs(conn, w, res)
     result = attribute(
         **inputs,
-        prices=prices,
+        prices=price_versions(engine),
         window=w,
         weights=config.weights,
         idle_policy=config.idle_policy,
+        resolution_s=res,
     )
     write_attribution(engine, w, result, computed_at=w.end)
     with engine.begin() as conn:
         replace_device_hours(conn, w)
-    return RollupResult(
-        window=w,
-        hours=len(result.hours),
-        rows=len(result.rows),
-        metered_cost_cents=int(result.hours["metered_cost_cents"].sum()),
-        ledger_cost_cents=int(result.rows["cost_cents"].sum()),
-    )
+    out = _result(w, inputs, result)
+    for gpu_type, cls, secs in out.unpriced:
+        log.warning(
+            "rollup %s..%s: %.0f GPU-seconds of %s/%s have no price (row %s, 0 USD); "
+            "add one with `costctl prices set %s %s USD --from TIME`",
+            w.start,
+            w.end,
+            secs,
+            gpu_type,
+            cls,
+            "__unpriced__",
+            gpu_type,
+            cls,
+        )
+    if metrics is not None:
+        metrics.observe(out.unpriced)
+    return out
 
 
 def write_attribution(
@@ -224,12 +248,7 @@ def query_costs(
         keys: list[Any] = []
         for g in group_by:
             if g == "day":
-                expr = (
-                    func.strftime("%Y-%m-%d", t.hour)
-                    if conn.dialect.name == "sqlite"
-                    else func.to_char(t.hour, "YYYY-MM-DD")
-                )
-                keys.append(expr.label("day"))
+                keys.append(day_expr(conn, t.hour).label("day"))
             else:
                 keys.append(t[g])
         conds = [t.hour >= window.start, t.hour < window.end]

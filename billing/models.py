@@ -257,6 +257,20 @@ class DeviceHour(SQLModel, table=True):
     interval_s: float = 0.0
 
 
+class DirtyHour(SQLModel, table=True):
+    """An hour whose inputs changed since a rollup last computed it (written by ingest).
+
+    Ingest upserts the hours its rows touch in the same transaction as the rows, setting
+    ``marked_at`` to the time of the write; the rollup job recomputes every marked hour and
+    deletes a mark only if ``marked_at`` is still the value it read.
+    """
+
+    __tablename__ = "dirty_hour"
+
+    hour: datetime = Field(sa_column=Column(UTCDateTime(), primary_key=True))
+    marked_at: datetime = _ts(index=False)
+
+
 class ApiRole(StrEnum):
     admin = "admin"
     ingest = "ingest"
