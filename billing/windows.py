@@ -80,7 +80,8 @@ def _midnight(ts: datetime) -> datetime:
     return ts.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-def _parse_instant(text: str) -> datetime:
+def parse_instant(text: str) -> datetime:
+    """An RFC 3339 time (with a zone) or unix seconds as aware UTC; raises WindowError."""
     text = text.strip()
     if re.fullmatch(r"\d{9,11}(\.\d+)?", text):
         return datetime.fromtimestamp(float(text), UTC)
@@ -136,7 +137,7 @@ def parse_window(text: str, now: datetime) -> Window:
         return iso_week(int(m.group(1)), int(m.group(2)))
     if "," in text:
         a, b = text.split(",", 1)
-        return Window(_parse_instant(a), _parse_instant(b))
+        return Window(parse_instant(a), parse_instant(b))
     raise WindowError(
         f"unknown window {text!r}: use today, yesterday, week, lastweek, month, lastmonth, "
         "7d/24h/30m, 2026-W47, or start,end in RFC 3339"

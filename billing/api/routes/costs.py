@@ -1,4 +1,10 @@
-"""GET /v1/costs: ledger totals over a window, grouped; tenant keys see only their customer."""
+"""GET /v1/costs: ledger totals over a window, grouped; tenant keys see only their customer.
+
+The ledger holds buckets of ``ledger_resolution_s`` seconds. The route sums every bucket that
+overlaps the requested window and says which ones in ``effective_window`` (start, end,
+resolution_s): exact for windows of whole buckets, never hiding money metered inside the
+window. A window shorter than one bucket is a 422 that names the resolution.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ class CostsResponse(BaseModel):
     """Grouped ledger rows and their totals."""
 
     window: dict[str, str]
+    effective_window: dict[str, str | int]
     group_by: list[str]
     rows: list[dict[str, Any]]
     totals: dict[str, float | int]
@@ -45,6 +52,16 @@ async def get_costs(
         w = parse_window(window, now)
     except WindowError as exc:
         raise unprocessable(["query", "window"], str(exc)) from exc
+    res = state.config.ledger_resolution_s
+    if w.seconds < res:
+        raise unprocessable(
+            ["query", "window"],
+            f"window {window!r} is {w.seconds:g} s, shorter than the ledger resolution of "
+            f"{res} s: ask for at least {res} s, or set COSTCTL_BILLING__LEDGER_RESOLUTION_S "
+            "(e.g. 300) and re-run the rollup",
+            "window_below_resolution",
+        )
+    eff = w.aligned(res)
     keys = [k.strip() for k in group_by.split(",") if k.strip()]
     unknown = [k for k in keys if k not in GROUP_KEYS]
     if unknown:
@@ -67,7 +84,7 @@ async def get_costs(
                 status.HTTP_403_FORBIDDEN, "this key may only read its own customer's costs"
             )
         filters["customer"] = principal.customer
-    df = await run_in_threadpool(query_costs, state.engine, w, group_by=keys, filters=filters)
+    df = await run_in_threadpool(query_costs, state.engine, eff, group_by=keys, filters=filters)
     if "hour" in df.columns:
         df["hour"] = df["hour"].map(lambda t: t.isoformat())
     rows = df.to_dict(orient="records")
@@ -78,9 +95,14 @@ async def get_costs(
     totals["cost_usd"] = totals["cost_cents"] / 100
     metered = None
     if principal.customer is None and not filters:
-        metered = await run_in_threadpool(metered_cents, state.engine, w) / 100
+        metered = await run_in_threadpool(metered_cents, state.engine, eff) / 100
     return CostsResponse(
         window={"start": w.start.isoformat(), "end": w.end.isoformat()},
+        effective_window={
+            "start": eff.start.isoformat(),
+            "end": eff.end.isoformat(),
+            "resolution_s": res,
+        },
         group_by=keys,
         rows=rows,
         totals=totals,
