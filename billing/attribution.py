@@ -37,10 +37,12 @@ Rules:
 8. A model that served no request in a bucket pays nothing: its whole share is idle.
 9. Split. A model's billable cost goes to its usage rows by token weight (AttributionWeights).
 
-Conservation (tested): for every bucket, the ledger rows' ``cost_cents`` add up to that
-bucket's metered cents, round(Σ priced GPU-seconds x USD/h / 3600 x 100), and their
-``gpu_seconds`` to its metered seconds (attributed + idle + unallocated + unpriced). Rows are
-whole cents, so any window of whole buckets and any grouping of rows also add up.
+Rounding and conservation (tested): each clock hour's metered cents are round(Σ priced
+GPU-seconds x USD/h / 3600 x 100), split over the hour's buckets by largest remainder (so a
+finer resolution never changes an hour's cents); the ledger rows of a bucket add up to its
+metered cents, and their ``gpu_seconds`` to its metered seconds (attributed + idle +
+unallocated + unpriced). Rows are whole cents, so any window of whole buckets and any
+grouping of rows also add up. Windows are expanded to whole hours.
 """
 
 from __future__ import annotations
@@ -168,7 +170,7 @@ def attribute(
     idle_policy: IdlePolicy = "utilization",
     resolution_s: int = 3600,
 ) -> Attribution:
-    """Attribute metered GPU cost in ``window`` (expanded to whole buckets) to ledger rows.
+    """Attribute metered GPU cost in ``window`` (expanded to whole hours) to ledger rows.
 
     Returns: rows with LEDGER_COLUMNS: ``attributed`` rows per bucket x model x customer x
     request_type, one ``idle`` row per bucket x model (customer = request_type = IDLE), one
@@ -178,7 +180,7 @@ def attribute(
     Invariant: rows.groupby(hour).cost_cents.sum() == hours.metered_cost_cents, and
     rows.groupby(hour).gpu_seconds.sum() == hours.metered_gpu_seconds.
     """
-    window = window.aligned(resolution_s)
+    window = window.hour_aligned()
     usage = _in_window(usage, window)
     g = gpu_time(
         samples=samples,
@@ -233,10 +235,18 @@ def attribute(
 
 
 def _hours(metered: pd.DataFrame) -> pd.DataFrame:
+    """Metered totals per bucket; cents: each clock hour's exact cents rounded half up, split
+    over the hour's buckets by largest remainder (a 1-hour bucket is its hour)."""
     h = metered.rename(
         columns={"metered_s": "metered_gpu_seconds", "metered_cost": "metered_cost_usd"}
-    )
-    h["metered_cost_cents"] = np.floor(h["metered_cost_usd"] * 100.0 + 0.5).astype(np.int64)
+    ).reset_index(drop=True)
+    clock_hour = h["hour"].dt.floor("h")
+    exact = h.groupby(clock_hour)["metered_cost_usd"].sum()
+    hour_cents = np.floor(exact * 100.0 + 0.5).astype(np.int64)
+    if h.empty:
+        h["metered_cost_cents"] = pd.Series(dtype=np.int64)
+    else:
+        h["metered_cost_cents"] = round_to_cents(h["metered_cost_usd"], clock_hour, hour_cents)
     return h[HOUR_COLUMNS]
 
 

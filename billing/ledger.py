@@ -161,13 +161,13 @@ def _result(w: Window, inputs: dict[str, pd.DataFrame], result: Attribution) -> 
 def rollup(
     engine: Engine, window: Window, config: BillingConfig, metrics: RollupMetrics | None = None
 ) -> RollupResult:
-    """Attribute ``window`` (bucket-aligned) and replace its ledger rows in one transaction.
+    """Attribute ``window`` (expanded to whole hours) and replace its ledger rows atomically.
 
     GPU time without a price is logged as a warning (and counted in ``metrics``), never an
     error: it is the ``__unpriced__`` row and the rest of the window is priced as usual.
     """
     res = config.ledger_resolution_s
-    w = window.aligned(res)
+    w = window.hour_aligned()  # whole hours: an hour's cents are split over its buckets
     with engine.connect() as conn:
         inputs = load_inputs(conn, w, res)
     result = attribute(
