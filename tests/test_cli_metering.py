@@ -60,9 +60,10 @@ def test_replay_is_idempotent_and_attributes(db: list[str]) -> None:
         app, [*db, "attribute", "--window", "2026-11-23T00:00:00Z,2026-11-23T01:00:00Z"]
     )
     assert r.exit_code == 0, r.output
-    out = json.loads(r.output)
-    # no GPU samples in this store: nothing metered, nothing invented
+    out = json.loads(r.stdout)
+    # no GPU samples in this store: nothing metered, nothing invented, and it says so
     assert out["metered_usd"] == out["ledger_usd"] == 0
+    assert "warning: no GPU samples in" in r.stderr
     r = runner.invoke(
         app,
         [

@@ -22,10 +22,17 @@ from billing.db import init_db, make_engine
 from billing.enforcement.models import Period
 from billing.enforcement.schemas import BudgetCreate
 from billing.enforcement.store import list_budgets, set_budget
-from billing.ingest import ingest_gpu_samples, ingest_usage
+from billing.ingest import (
+    SAMPLE_COLUMNS,
+    USAGE_COLUMNS,
+    bulk_insert_ignore,
+    ingest_gpu_samples,
+    ingest_usage,
+    usage_rows,
+)
 from billing.ledger import rollup
 from billing.migrations import SchemaStatus
-from billing.models import ApiRole
+from billing.models import ApiRole, GpuSample, UsageEvent, table_of
 from billing.pricebook import read_price_book, store_prices
 from billing.schemas import USAGE_EVENT, GpuSampleIn
 from billing.windows import Window
@@ -79,8 +86,13 @@ def _samples(t0: datetime = T0) -> list[GpuSampleIn]:
 def _fill_first_revision(engine: Engine) -> str:
     """Data written through the code paths whose tables revision 0001 already had."""
     store_prices(engine, read_price_book(BillingConfig().price_book_path), T0 - timedelta(days=1))
-    ingest_usage(engine, _events(50))
-    ingest_gpu_samples(engine, _samples())
+    # usage and samples as rows only: today's ingest also marks dirty_hour (revision 0004)
+    sample_rows = [tuple(getattr(s, k) for k in SAMPLE_COLUMNS) for s in _samples()]
+    with engine.begin() as c:
+        sqlite = engine.dialect.name == "sqlite"
+        rows = usage_rows(_events(50), sqlite_text=sqlite)
+        bulk_insert_ignore(c, table_of(UsageEvent), USAGE_COLUMNS, rows)
+        bulk_insert_ignore(c, table_of(GpuSample), SAMPLE_COLUMNS, sample_rows)
     key = create_key(engine, name="old", role=ApiRole.read, customer="acme", now=T0)
     set_budget(
         engine,
