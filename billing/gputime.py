@@ -48,15 +48,13 @@ class _Spans:
     rows: I64  # index into the source frame
 
 
-def _spans(
-    gpu: pd.Series, start: I64, end: I64, gpus: pd.Index, window: Window, *, sort: bool = False
-) -> _Spans:
+def _spans(dev: I64, start: I64, end: I64, window: Window, *, sort: bool = False) -> _Spans:
+    """The non-empty parts inside ``window`` of [start, end) on GPU codes ``dev`` (-1: none)."""
     w0, w1 = to_ns(pd.DatetimeIndex([window.start, window.end]))
-    dev = _codes(gpus, gpu)
     s, e = np.clip(start, w0, w1), np.clip(end, w0, w1)
     rows = np.flatnonzero((e > s) & (dev >= 0))
     if sort:
-        rows = rows[np.lexsort((s[rows], dev[rows]))]
+        rows = rows[np.lexsort((start[rows], dev[rows]))]  # by unclipped start (rule 2)
     return _Spans(dev[rows], s[rows], e[rows], rows)
 
 
@@ -153,13 +151,13 @@ def gpu_time(
 ) -> GpuTime:
     """Integrate metered, allocated and busy GPU time over each GPU's timeline per bucket."""
     step = resolution_s * NS
-    gpus = pd.Index(pd.unique(samples["gpu_uuid"].astype(str)))
+    codes, uniq = pd.factorize(samples["gpu_uuid"].astype(str))
+    gpus = pd.Index(uniq)
     s_start = to_ns(samples["ts"])
     s = _spans(
-        samples["gpu_uuid"],
+        np.asarray(codes, np.int64),
         s_start,
         s_start + _duration_ns(samples["interval_s"]),
-        gpus,
         window,
         sort=True,
     )
@@ -168,7 +166,7 @@ def gpu_time(
     alloc = _alloc_spans(allocations, gpus, window)
     p_start = to_ns(processes["ts"]) if len(processes) else np.empty(0, np.int64)
     p_end = p_start + (_duration_ns(processes["interval_s"]) if len(processes) else 0)
-    proc = _spans(processes["gpu_uuid"], p_start, p_end, gpus, window)
+    proc = _spans(_codes(gpus, processes["gpu_uuid"]), p_start, p_end, window)
     m = _meter(samples, s, [alloc, proc], prices, step)
     priced = (m.dt > 0) & ~np.isnan(m.rate)
     h = _held(m, priced, allocations, alloc)
@@ -217,7 +215,7 @@ def _alloc_spans(allocations: pd.DataFrame, gpus: pd.Index, window: Window) -> _
     w1 = pd.Timestamp(window.end)
     start = to_ns(allocations["start"])
     end = to_ns(pd.to_datetime(allocations["end"], utc=True).fillna(w1))
-    return _spans(allocations["gpu_uuid"], start, end, gpus, window)
+    return _spans(_codes(gpus, allocations["gpu_uuid"]), start, end, window)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,8 @@ import numpy.typing as npt
 import pandas as pd
 
 I64 = npt.NDArray[np.int64]
+# Offset keys (device x span + t - t0) are used below this; rank keys above it.
+OFFSET_KEY_LIMIT = 2**62
 
 
 def to_ns(values: pd.Series | pd.DatetimeIndex) -> I64:
@@ -41,14 +43,21 @@ def bucket_cuts(device: I64, start: I64, end: I64, step: int) -> tuple[I64, I64]
 class Timeline:
     """Boundaries sorted by (device, t); segment i is [t[i], t[i+1]) when both are one device.
 
-    Details: ``key`` = device x len(times) + rank of t among all distinct times, so one sorted
-    int64 array orders (device, t) pairs and ``searchsorted`` finds a boundary exactly.
+    Details: ``key`` = device x span + (t - t0) when that fits in int64, else device x
+    len(times) + rank of t among the distinct ``times``; either way one sorted int64 array
+    orders (device, t) pairs and ``searchsorted`` finds a boundary exactly.
     """
 
     device: I64
     t: I64
     key: I64
-    times: I64
+    times: I64  # distinct times (rank keys) or [t0, span] (offset keys)
+    ranked: bool
+
+    def _key(self, device: I64, t: I64) -> I64:
+        if self.ranked:
+            return np.asarray(device * len(self.times) + np.searchsorted(self.times, t), np.int64)
+        return np.asarray(device * self.times[1] + (t - self.times[0]), np.int64)
 
     @property
     def size(self) -> int:
@@ -64,8 +73,7 @@ class Timeline:
 
     def locate(self, device: I64, t: I64) -> I64:
         """Index of each boundary (device, t); every pair must be a boundary."""
-        rank = np.searchsorted(self.times, t)
-        return np.asarray(np.searchsorted(self.key, device * len(self.times) + rank), np.int64)
+        return np.asarray(np.searchsorted(self.key, self._key(device, t)), np.int64)
 
     def expand(self, device: I64, start: I64, end: I64) -> tuple[I64, I64]:
         """(segment, interval) index pairs: every segment each [start, end) covers.
@@ -81,10 +89,17 @@ class Timeline:
 
 def build_timeline(device: I64, t: I64) -> Timeline:
     """The timeline whose boundaries are the distinct (device, t) points given."""
+    if not len(t):
+        empty = np.empty(0, np.int64)
+        return Timeline(empty, empty, empty, np.array([0, 1], np.int64), ranked=False)
+    t0, span = int(t.min()), int(t.max() - t.min()) + 1
+    if (int(device.max()) + 1) * span < OFFSET_KEY_LIMIT:
+        key = np.unique(device * span + (t - t0))
+        return Timeline(key // span, key % span + t0, key, np.array([t0, span]), ranked=False)
     times = np.unique(t)
     key = np.unique(device * len(times) + np.searchsorted(times, t))
-    n = max(len(times), 1)
-    return Timeline(device=key // n, t=times[key % n], key=key, times=times)
+    n = len(times)
+    return Timeline(key // n, times[key % n], key, times, ranked=True)
 
 
 def first_per_segment(seg: I64, values: I64, size: int, missing: int = -1) -> I64:

@@ -411,3 +411,18 @@ def test_every_bucket_conserves_cents_and_seconds(  # type: ignore[no-untyped-de
     hourly = attribute(**kw, window=w, weights=AttributionWeights(), idle_policy=policy)  # type: ignore[arg-type]
     by_hour = r.hours.groupby(r.hours["hour"].dt.floor("h"))["metered_cost_cents"].sum()
     assert by_hour.to_dict() == hourly.hours.set_index("hour")["metered_cost_cents"].to_dict()
+
+
+def test_rank_keys_give_the_same_answer_as_offset_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fleets x spans too large for offset keys use rank keys: same result."""
+    import billing.intervals
+
+    s = pd.concat([samples("g0", 0, 3600, 10), samples("g1", 5, 3000, 7)], ignore_index=True)
+    a = allocs([("a", "g0", 0.5, 100, 2000, "observed"), ("b", "g1", 1.0, 0, None, "planned")])
+    p = procs("g0", "a", 0, 3600, 30, 25.0)
+    kw = dict(samples=s, processes=p, allocations=a, prices=PRICES, window=W1, resolution_s=900)
+    offset = gpu_time(**kw)  # type: ignore[arg-type]
+    monkeypatch.setattr(billing.intervals, "OFFSET_KEY_LIMIT", 0)
+    ranked = gpu_time(**kw)  # type: ignore[arg-type]
+    for name in ("models", "unallocated", "metered"):
+        pd.testing.assert_frame_equal(getattr(offset, name), getattr(ranked, name))
