@@ -40,7 +40,7 @@ from billing.models import (
     table_of,
 )
 from billing.pricebook import price_versions
-from billing.sqltime import bucket_expr, day_expr
+from billing.sqltime import bucket_expr, day_expr, epoch_expr
 from billing.windows import Window
 
 __all__ = ["replace_device_hours"]  # re-exported for the dashboard bench
@@ -108,16 +108,21 @@ def load_inputs(
     s = table_of(GpuSample).c
     p = table_of(GpuProcessSample).c
     a = table_of(Allocation).c
-    since = w.start - MAX_INTERVAL
+    since, start_s = w.start - MAX_INTERVAL, w.start.timestamp()
+
+    def reaches_in(t: Any) -> Any:  # starts in the window, or earlier and lasts into it
+        early = and_(t.ts >= since, epoch_expr(conn, t.ts) + t.interval_s > start_s)
+        return and_(t.ts < w.end, or_(t.ts >= w.start, early))
+
     samples = pd.read_sql(
         select(s.ts, s.gpu_uuid, s.gpu_type, s.pricing_class, s.interval_s).where(
-            s.parent_uuid.is_(None), s.ts >= since, s.ts < w.end
+            s.parent_uuid.is_(None), reaches_in(s)
         ),
         conn,
     )
     processes = pd.read_sql(
         select(p.ts, p.gpu_uuid, p.model, p.sm_util, p.interval_s, p.device_uuid, p.pid).where(
-            p.model.is_not(None), p.ts >= since, p.ts < w.end
+            p.model.is_not(None), reaches_in(p)
         ),
         conn,
     )
@@ -138,7 +143,6 @@ def load_inputs(
 def _result(w: Window, inputs: dict[str, pd.DataFrame], result: Attribution) -> RollupResult:
     rows = result.rows
     un = result.unpriced.groupby(["gpu_type", "pricing_class"], as_index=False)["gpu_seconds"].sum()
-    in_w = inputs["samples"]["ts"] >= pd.Timestamp(w.start)
     return RollupResult(
         window=w,
         hours=len(result.hours),
@@ -146,7 +150,7 @@ def _result(w: Window, inputs: dict[str, pd.DataFrame], result: Attribution) -> 
         metered_cost_cents=int(result.hours["metered_cost_cents"].sum()),
         ledger_cost_cents=int(rows["cost_cents"].sum()),
         requests=int(inputs["usage"]["requests"].sum()),
-        samples=int(in_w.sum()),
+        samples=len(inputs["samples"]),  # physical-GPU samples covering time in the window
         allocations=len(inputs["allocations"]),
         unallocated_cost_cents=int(
             rows.loc[rows["kind"] == LedgerKind.unallocated.value, "cost_cents"].sum()

@@ -230,3 +230,14 @@ def test_plan_windows_groups_marked_hours_and_caps_their_length() -> None:
     ]
     assert plan_windows([], recent, 24) == [recent]
     assert datetime(2026, 1, 1, tzinfo=UTC).tzinfo is UTC
+
+
+def test_a_sample_that_began_before_the_window_counts_its_part_inside(store: Engine) -> None:
+    prices(store)
+    gpu(store, "g0", T0 - timedelta(seconds=1795), 1800, interval_s=10.0)  # 23:30:05 .. 00:00:05
+    r = rollup(store, Window(T0, T0 + HOUR), CONFIG)
+    # the reading at 23:59:55 stands for 10 s: 5 of them in 00:00-01:00
+    h = table_of(LedgerHour).c
+    with store.connect() as c:
+        assert c.execute(select(h.metered_gpu_seconds)).scalars().all() == [pytest.approx(5.0)]
+    assert r.samples == 1  # the one reading that covers time in the window
