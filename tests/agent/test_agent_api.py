@@ -60,7 +60,7 @@ def test_observed_allocations_match_the_fixture(
     assert got == {
         (e.node, e.device_uuid, e.pod): (
             e.gpu_uuid, e.namespace, e.pod_uid, e.model, e.mode, e.fraction,
-            T0.replace(tzinfo=None) if api.engine.dialect.name == "sqlite" else T0,
+            T0,  # aware UTC on both backends (billing.utc.UTCDateTime)
             None, "observed", f"agent/{e.node}",
         )
         for e in expected
