@@ -191,13 +191,32 @@ def attribute(
         resolution_s=resolution_s,
     )
     usage_full = _usage_by_bucket(usage, resolution_s)
-    served = usage_full.groupby(["hour", "model"], sort=False)["requests"].sum().reset_index()
-    billable = g.models.merge(served, on=["hour", "model"], how="left")
+    billable = _billable(g.models, usage_full, idle_policy)
+    attributed = _split(usage_full, billable[["hour", "model", "bill_cost", "bill_s"]], weights)
+    idle, unallocated, unpriced = _reserved_rows(billable, g.unallocated, g.unpriced)
+    cols = [c for c in LEDGER_COLUMNS if c not in ("cost_adjustment_usd", "cost_cents")]
+    parts = [p[cols] for p in (attributed, idle, unallocated, unpriced) if len(p)]
+    rows = pd.concat(parts, ignore_index=True) if parts else attributed[cols]
+    hours = _hours(g.metered)
+    return Attribution(rows=_finish(rows, hours), hours=hours, unpriced=g.unpriced)
+
+
+def _billable(models: pd.DataFrame, usage: pd.DataFrame, policy: IdlePolicy) -> pd.DataFrame:
+    """Per bucket x model what tenants pay (bill_s, bill_cost): the busy part under
+    ``utilization``, the whole share under ``allocation``, nothing without requests."""
+    served = usage.groupby(["hour", "model"], sort=False)["requests"].sum().reset_index()
+    billable = models.merge(served, on=["hour", "model"], how="left")
     paid = billable["requests"].fillna(0).to_numpy() > 0
-    by_util = idle_policy == "utilization"
+    by_util = policy == "utilization"
     billable["bill_s"] = np.where(paid, billable["busy_s" if by_util else "alloc_s"], 0.0)
     billable["bill_cost"] = np.where(paid, billable["busy_cost" if by_util else "alloc_cost"], 0.0)
-    attributed = _split(usage_full, billable[["hour", "model", "bill_cost", "bill_s"]], weights)
+    return billable
+
+
+def _reserved_rows(
+    billable: pd.DataFrame, unallocated: pd.DataFrame, unpriced: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The idle rows per bucket x model, and the unallocated and unpriced rows per bucket."""
     zeros = {"input_tokens": 0, "output_tokens": 0, "requests": 0}
     idle = billable.assign(
         customer=IDLE,
@@ -207,31 +226,23 @@ def attribute(
         gpu_seconds=billable["alloc_s"] - billable["bill_s"],
         **zeros,
     )
-    unallocated = g.unallocated.assign(
+    un = unallocated.assign(
         model=UNALLOCATED,
         customer=UNALLOCATED,
         request_type=UNALLOCATED,
         kind=LedgerKind.unallocated.value,
         **zeros,
     )
-    unpriced = (
-        g.unpriced.groupby("hour", sort=True)["gpu_seconds"]
-        .sum()
-        .reset_index()
-        .assign(
-            model=UNPRICED,
-            customer=UNPRICED,
-            request_type=UNPRICED,
-            kind=LedgerKind.unpriced.value,
-            gpu_cost_usd=0.0,
-            **zeros,
-        )
+    lost = unpriced.groupby("hour", sort=True)["gpu_seconds"].sum().reset_index()
+    lost = lost.assign(
+        model=UNPRICED,
+        customer=UNPRICED,
+        request_type=UNPRICED,
+        kind=LedgerKind.unpriced.value,
+        gpu_cost_usd=0.0,
+        **zeros,
     )
-    cols = [c for c in LEDGER_COLUMNS if c not in ("cost_adjustment_usd", "cost_cents")]
-    parts = [p[cols] for p in (attributed, idle, unallocated, unpriced) if len(p)]
-    rows = pd.concat(parts, ignore_index=True) if parts else attributed[cols]
-    hours = _hours(g.metered)
-    return Attribution(rows=_finish(rows, hours), hours=hours, unpriced=g.unpriced)
+    return idle, un, lost
 
 
 def _hours(metered: pd.DataFrame) -> pd.DataFrame:

@@ -136,7 +136,7 @@ def _meter(
 def _per_bucket(bucket: I64, **values: F64) -> pd.DataFrame:
     df = pd.DataFrame({"hour": bucket, **values})
     out = df.groupby("hour", sort=True).sum().reset_index()
-    out["hour"] = pd.to_datetime(out["hour"].to_numpy(np.int64), utc=True, unit="ns")
+    out["hour"] = _hours(out["hour"])
     return out
 
 
@@ -170,7 +170,23 @@ def gpu_time(
     m = _meter(samples, s, [alloc, proc], prices, step)
     priced = (m.dt > 0) & ~np.isnan(m.rate)
     h = _held(m, priced, allocations, alloc)
-    busy = _busy_share(m, h, processes, proc)
+    on = np.flatnonzero(m.dt > 0)
+    return GpuTime(
+        models=_models(m, h, _busy_share(m, h, processes, proc)),
+        unallocated=_unallocated(m, h, priced),
+        unpriced=_unpriced(m),
+        metered=_per_bucket(
+            m.bucket[on], metered_s=m.dt[on], metered_cost=np.nan_to_num(m.dt[on] * m.rate[on])
+        ),
+    )
+
+
+def _hours(ns: pd.Series) -> pd.Series:
+    return pd.Series(pd.to_datetime(ns.to_numpy(np.int64), utc=True, unit="ns"), index=ns.index)
+
+
+def _models(m: _Meter, h: _Held, busy: F64) -> pd.DataFrame:
+    """Held and busy seconds and USD per bucket x model."""
     dt, rate = m.dt[h.seg], m.rate[h.seg]
     models = pd.DataFrame(
         {
@@ -183,30 +199,26 @@ def gpu_time(
         }
     )
     models = models.groupby(["hour", "model"], sort=False).sum().reset_index()
-    models["hour"] = pd.to_datetime(models["hour"].to_numpy(np.int64), utc=True, unit="ns")
+    models["hour"] = _hours(models["hour"])
     models["model"] = np.asarray(h.models, dtype=object)[models["model"].to_numpy()]
+    return models
+
+
+def _unallocated(m: _Meter, h: _Held, priced: npt.NDArray[np.bool_]) -> pd.DataFrame:
+    """The 1 - min(1, F) of priced metered time that nobody held, per bucket."""
     un_s = np.where(priced, (1.0 - np.minimum(1.0, h.F)) * m.dt, 0.0)
     on = np.flatnonzero(priced)
-    unallocated = _per_bucket(
-        m.bucket[on], gpu_seconds=un_s[on], gpu_cost_usd=un_s[on] * m.rate[on]
-    )
+    return _per_bucket(m.bucket[on], gpu_seconds=un_s[on], gpu_cost_usd=un_s[on] * m.rate[on])
+
+
+def _unpriced(m: _Meter) -> pd.DataFrame:
+    """Metered seconds without a price per bucket x (gpu_type, pricing_class)."""
     lost = np.flatnonzero((m.dt > 0) & np.isnan(m.rate))
-    unpriced = pd.DataFrame({"hour": m.bucket[lost], "tc": m.tc[lost], "gpu_seconds": m.dt[lost]})
-    unpriced = unpriced.groupby(["hour", "tc"], sort=True)["gpu_seconds"].sum().reset_index()
-    unpriced = pd.concat(
-        [unpriced, m.types.iloc[unpriced["tc"].to_numpy()].reset_index(drop=True)], axis=1
-    )
-    unpriced["hour"] = pd.to_datetime(unpriced["hour"].to_numpy(np.int64), utc=True, unit="ns")
-    on = np.flatnonzero(m.dt > 0)
-    metered = _per_bucket(
-        m.bucket[on], metered_s=m.dt[on], metered_cost=np.nan_to_num(m.dt[on] * m.rate[on])
-    )
-    return GpuTime(
-        models=models,
-        unallocated=unallocated,
-        unpriced=unpriced[["hour", "gpu_type", "pricing_class", "gpu_seconds"]],
-        metered=metered,
-    )
+    out = pd.DataFrame({"hour": m.bucket[lost], "tc": m.tc[lost], "gpu_seconds": m.dt[lost]})
+    out = out.groupby(["hour", "tc"], sort=True)["gpu_seconds"].sum().reset_index()
+    out = pd.concat([out, m.types.iloc[out["tc"].to_numpy()].reset_index(drop=True)], axis=1)
+    out["hour"] = _hours(out["hour"])
+    return out[["hour", "gpu_type", "pricing_class", "gpu_seconds"]]
 
 
 def _alloc_spans(allocations: pd.DataFrame, gpus: pd.Index, window: Window) -> _Spans:
