@@ -8,12 +8,13 @@ stored row is left as it is (the first writer of a key owns it). One transaction
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import and_, select, update
 from sqlalchemy.engine import Connection, Engine
 
+from billing.dirty import mark_dirty_hours
 from billing.models import Allocation, table_of
 from billing.schemas import AllocationIn, AllocationPublic, AllocationResult
 
@@ -25,26 +26,37 @@ def _row(item: AllocationIn) -> dict[str, Any]:
     return item.model_dump()
 
 
-def _upsert(conn: Connection, item: AllocationIn) -> str:
-    """'inserted', 'updated' or 'unchanged' for one item (inside the batch's transaction)."""
+def _upsert(conn: Connection, item: AllocationIn, now: datetime) -> str:
+    """'inserted', 'updated' or 'unchanged' for one item (inside the batch's transaction).
+
+    Marks the hours whose attribution the change moves (``billing.dirty``): a new holding's
+    [start, end or now), a closed one's [end, now) — so a holding that arrives late (an
+    agent draining its spool after an outage) is re-attributed however old its hours are.
+    """
     row = _row(item)
     where = and_(*(_T.c[k] == row[k] for k in KEY))
     found = conn.execute(select(_T.c.id, _T.c.end).where(where)).first()
     if found is None:
         conn.execute(_T.insert().values(**row))
+        mark_dirty_hours(conn, item.start, max(item.end or now, item.start), marked_at=now)
         return "inserted"
     if found.end is None and item.end is not None:
         conn.execute(update(_T).where(_T.c.id == found.id).values(end=item.end))
+        mark_dirty_hours(conn, item.end, max(now, item.end), marked_at=now)
         return "updated"
     return "unchanged"
 
 
-def ingest_allocations(engine: Engine, items: Sequence[AllocationIn]) -> AllocationResult:
-    """Store a batch of allocations in one transaction (re-sends are no-ops)."""
+def ingest_allocations(
+    engine: Engine, items: Sequence[AllocationIn], *, now: datetime | None = None
+) -> AllocationResult:
+    """Store a batch of allocations in one transaction (re-sends are no-ops); ``now`` (the
+    edge's clock by default) bounds the hours an open holding marks for the rollup."""
+    at = now or datetime.now(UTC)
     counts = {"inserted": 0, "updated": 0, "unchanged": 0}
     with engine.begin() as conn:
         for item in items:
-            counts[_upsert(conn, item)] += 1
+            counts[_upsert(conn, item, at)] += 1
     return AllocationResult(received=len(items), **counts)
 
 

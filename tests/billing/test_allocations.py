@@ -147,3 +147,22 @@ def test_get_filters_and_roles(engine: Engine) -> None:
     assert (
         api.client.post("/v1/allocations", json=[alloc()], headers=api.h("read")).status_code == 403
     )
+
+
+def test_a_late_allocation_marks_its_hours_for_the_rollup(engine: Engine) -> None:
+    from billing.models import DirtyHour
+    from billing.models import table_of as t_of
+
+    api = make_api(engine)
+    with engine.begin() as c:  # start clean: nothing else marked
+        c.execute(t_of(DirtyHour).delete())
+    late = alloc(start="2026-11-20T10:30:00Z", end="2026-11-20T12:10:00Z", pod="late-pod")
+    assert (
+        api.client.post("/v1/allocations", json=[late], headers=api.h("ingest")).status_code == 200
+    )
+    with engine.connect() as c:
+        hours = sorted(
+            (h if h.tzinfo else h.replace(tzinfo=UTC)).hour
+            for h in c.execute(select(t_of(DirtyHour).c.hour)).scalars()
+        )
+    assert hours == [10, 11, 12]
