@@ -19,9 +19,11 @@ from billing.windows import Window
 OTHER = "other"
 IDLE_LABEL = "idle (allocated, not busy)"
 UNALLOCATED_LABEL = "unallocated GPU time"
+UNPRICED_LABEL = "unpriced GPU time (no price)"
 ATTRIBUTED = LedgerKind.attributed.value
 IDLE = LedgerKind.idle.value
 UNALLOCATED = LedgerKind.unallocated.value
+UNPRICED = LedgerKind.unpriced.value
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,7 @@ def cost_stack(ledger: pd.DataFrame, key: str, n: int, freq: str) -> pd.DataFram
     d = _with_bucket(ledger, freq)
     if d.empty:
         return pd.DataFrame(columns=["bucket", "label", "cost_usd"])
-    labels = {IDLE: IDLE_LABEL, UNALLOCATED: UNALLOCATED_LABEL}
+    labels = {IDLE: IDLE_LABEL, UNALLOCATED: UNALLOCATED_LABEL, UNPRICED: UNPRICED_LABEL}
     d["label"] = d[key].where(d["kind"] == ATTRIBUTED, d["kind"].map(labels))
     att = d[d["kind"] == ATTRIBUTED][["bucket", "label", "cost_usd"]]
     att = top_n_with_other(att, "label", n)
@@ -137,7 +139,7 @@ def cost_stack(ledger: pd.DataFrame, key: str, n: int, freq: str) -> pd.DataFram
     out = pd.concat([att, rest], ignore_index=True)
     out = out.groupby(["bucket", "label"], sort=False)["cost_usd"].sum().reset_index()
     order = out.groupby("label")["cost_usd"].sum().sort_values(ascending=False, kind="stable")
-    tail = [OTHER, IDLE_LABEL, UNALLOCATED_LABEL]
+    tail = [OTHER, IDLE_LABEL, UNALLOCATED_LABEL, UNPRICED_LABEL]
     ordered = [x for x in order.index if x not in tail] + [x for x in tail if x in order.index]
     rank = {label: i for i, label in enumerate(ordered)}
     out = out.assign(_r=out["label"].map(rank)).sort_values(["_r", "bucket"], kind="stable")

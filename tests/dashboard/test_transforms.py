@@ -192,3 +192,18 @@ def test_unit_cost_is_never_in_e_notation(usd: float, text: str) -> None:
     from dashboard.callbacks import usd_small
 
     assert usd_small(usd) == text
+
+
+def test_unpriced_rows_get_their_own_label() -> None:
+    extra = L.iloc[[0]].assign(
+        model="__unpriced__",
+        customer="__unpriced__",
+        request_type="__unpriced__",
+        kind="unpriced",
+        cost_cents=0,
+        gpu_seconds=3600.0,
+    )
+    s = tf.cost_stack(pd.concat([L, extra], ignore_index=True), "customer", 1, "D")
+    assert tf.UNPRICED_LABEL in set(s["label"])
+    assert s["label"].notna().all()
+    assert s["label"].iloc[-1] == tf.UNPRICED_LABEL  # after other, idle and unallocated
