@@ -30,6 +30,7 @@ from sqlalchemy.engine import Engine
 from billing.enforcement.api import ENFORCER
 from billing.enforcement.backend import DeploymentScaler
 from billing.enforcement.service import Enforcer
+from billing.metrics import RollupMetrics
 from billing.runner.runner import JobSpec
 from costctl.apiapp import build_api
 from costctl.dashboard_role import build_dashboard, wsgi_server
@@ -71,12 +72,22 @@ class Stack:
     ) -> None:
         self.settings, self.engine, self.clock = settings, engine, clock
         enforcer: list[Enforcer] = []
-        specs = job_specs(
-            engine, settings, clock=clock, enforcer=lambda: enforcer[0], extra=extra_jobs
-        )
-        self.api = build_api(settings, engine, clock=clock, scaler=scaler, specs=specs)
+
+        def specs(metrics: RollupMetrics | None = None) -> list[JobSpec]:
+            return job_specs(
+                engine,
+                settings,
+                clock=clock,
+                enforcer=lambda: enforcer[0],
+                extra=extra_jobs,
+                metrics=metrics,
+            )
+
+        self.api = build_api(settings, engine, clock=clock, scaler=scaler, specs=specs())
         enforcer.append(self.api.state.costctl.extras[ENFORCER])  # the budget job shares it
-        self.worker = Worker(engine, specs, clock=clock, lease_s=settings.worker.lease_s)
+        # one process: the rollup's metrics show on the API's /metrics
+        metrics = RollupMetrics(enforcer[0].metrics.registry)
+        self.worker = Worker(engine, specs(metrics), clock=clock, lease_s=settings.worker.lease_s)
         for hook in job_hooks:
             hook(self.worker.scheduler, engine, settings, clock)
         self.dash = build_dashboard(

@@ -27,6 +27,15 @@ class WorkerConfig(BaseModel):
         "TCP keepalives end its PostgreSQL session within about lease_s).",
     )
 
+    metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Serve the worker's Prometheus metrics (the rollup's unpriced GPU time) "
+        "on this port at /metrics; 0: off.",
+    )
+    metrics_host: str = Field(default="127.0.0.1", description="Bind address of metrics_port.")
+
 
 class DashboardConfig(BaseModel):
     """`costctl dashboard`."""

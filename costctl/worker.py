@@ -22,6 +22,7 @@ from billing.enforcement.backend import DeploymentScaler
 from billing.enforcement.jobs import budget_job
 from billing.enforcement.service import Enforcer
 from billing.jobs import rollup_job
+from billing.metrics import RollupMetrics
 from billing.models import JobOutcome
 from billing.runner.runner import JobRunner, JobSpec
 from billing.runner.runs import last_per_job
@@ -68,6 +69,7 @@ def job_specs(
     enforcer: Callable[[], Enforcer] | None = None,
     scaler: DeploymentScaler | None = None,
     extra: Sequence[JobSpec] = (),
+    metrics: RollupMetrics | None = None,
 ) -> list[JobSpec]:
     """The scheduled jobs: rollup, budgets, weekly export (when enabled), the DCGM pull (when
     ``scheduler.prometheus_url`` is set; pod -> model from the Kubernetes API), then ``extra``."""
@@ -77,7 +79,7 @@ def job_specs(
             engine, config.enforcement, redis_url=settings.redis_url, clock=clock, scaler=scaler
         )
     )
-    specs = [rollup_job(engine, config), budget_job(enf, config)]
+    specs = [rollup_job(engine, config, metrics), budget_job(enf, config)]
     export = weekly_export_job(engine, config)
     if export is not None:
         specs.append(export)

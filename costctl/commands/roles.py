@@ -64,6 +64,9 @@ def worker(
     duration: Duration = None,
 ) -> None:
     """Run every scheduled job; any number of workers may run, one runs each slot."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from billing.metrics import RollupMetrics
     from costctl.commands.enforcement import kube_scaler
     from costctl.serve import stop_on_signals
     from costctl.worker import Worker, job_specs
@@ -71,7 +74,10 @@ def worker(
     c = _ready(ctx)
     s = c.settings
     scaler, _why = kube_scaler(s)
-    specs = job_specs(c.raw_engine, s, clock=now, scaler=scaler)
+    registry = CollectorRegistry(auto_describe=True)
+    specs = job_specs(c.raw_engine, s, clock=now, scaler=scaler, metrics=RollupMetrics(registry))
+    if s.worker.metrics_port:
+        start_http_server(s.worker.metrics_port, addr=s.worker.metrics_host, registry=registry)
     w = Worker(c.raw_engine, specs, clock=now, lease_s=lease_s or s.worker.lease_s)
     stop = threading.Event()
     with stop_on_signals(stop):

@@ -188,3 +188,26 @@ def test_dashboard_role_serves_on_waitress(tmp_path: Path) -> None:
         _out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err[-2000:]
     assert "SESSION_SECRET is unset" in err
+
+
+def test_worker_serves_its_metrics_when_asked(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/wm.db"
+    eng = make_engine(url)
+    init_db(eng)
+    eng.dispose()
+    port = _free_port()
+    env = {**os.environ, "COSTCTL_WORKER__METRICS_PORT": str(port)}
+    proc = subprocess.Popen(
+        [*COSTCTL, "--database-url", url, "worker", "--duration", "60"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        r = _wait_ready(f"http://127.0.0.1:{port}/metrics", proc)
+        assert r.status_code == 200
+        assert "costctl_rollups_with_unpriced_time_total 0.0" in r.text
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
