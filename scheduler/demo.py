@@ -13,6 +13,7 @@ offers on Hopper only; an A100 under MIG reports no SM utilisation (a recorded f
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -105,6 +106,8 @@ class DemoFleet:
     capacity: dict[str, float] = field(default_factory=lambda: dict(DEMO_CAPACITY))
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     nodes: SimNodes | None = None
+    # sample() and stop() run on different threads (the worker's pool, the shutdown)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def refresh_load(self, now: datetime) -> dict[str, float]:
         """Set every model's load from its recent usage events; returns the loads."""
@@ -134,16 +137,18 @@ class DemoFleet:
         Before ``attach_agents`` only the load is refreshed (no agent, nothing measured).
         """
         self.refresh_load(now)
-        if self.nodes is None:
-            return 0
-        self.nodes.tick(now)
-        return len(self.nodes.agents)
+        with self._lock:  # never tick agents that stop() is closing
+            if self.nodes is None:
+                return 0
+            self.nodes.tick(now)
+            return len(self.nodes.agents)
 
     def stop(self) -> None:
-        """Stop the agents and the simulated node edges (idempotent)."""
-        if self.nodes is not None:
-            self.nodes.stop()
-            self.nodes = None
+        """Stop the agents and the simulated node edges (idempotent; waits for a tick)."""
+        with self._lock:
+            if self.nodes is not None:
+                self.nodes.stop()
+                self.nodes = None
 
     def snapshot(self, now: datetime | None = None) -> Snapshot:
         """The fleet, the demo demand and the current placement, frozen."""
