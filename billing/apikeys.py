@@ -13,11 +13,12 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import update
+from sqlalchemy import func, or_, update
+from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from billing.models import ApiKey, ApiRole
+from billing.models import ApiKey, ApiRole, table_of
 
 
 @dataclass(frozen=True)
@@ -108,15 +109,39 @@ def verify_key(engine: Engine, key: str) -> Principal | None:
     return Principal(found.id, found.name, ApiRole(found.role), found.customer)
 
 
+class LastAdminKeyError(Exception):
+    """Revoking this key would leave no live admin key."""
+
+
 def revoke_key(engine: Engine, *, prefix: str, now: datetime) -> bool:
-    """Revoke a key by prefix; True if a live key was revoked."""
+    """Revoke a key by prefix; True if a live key was revoked, False if none has that prefix.
+
+    Raises: LastAdminKeyError when it is the last live admin key (the update is refused in
+    the same statement, so two admins revoking each other cannot both succeed on SQLite).
+    """
+    t = table_of(ApiKey)
+    live = t.c.revoked_at.is_(None)
+    other_admins = (
+        sa_select(func.count())
+        .select_from(t)
+        .where(t.c.role == ApiRole.admin.value, live, t.c.prefix != prefix)
+        .scalar_subquery()
+    )
     with engine.begin() as conn:
         res = conn.execute(
-            update(ApiKey)
-            .where(ApiKey.prefix == prefix, ApiKey.revoked_at.is_(None))  # type: ignore[arg-type,union-attr]
+            update(t)
+            .where(t.c.prefix == prefix, live)
+            .where(or_(t.c.role != ApiRole.admin.value, other_admins > 0))
             .values(revoked_at=now)
         )
-    return bool(res.rowcount)
+        if res.rowcount:
+            return True
+        role = conn.execute(
+            sa_select(t.c.role).where(t.c.prefix == prefix, live)
+        ).scalar_one_or_none()
+    if role is not None:
+        raise LastAdminKeyError(f"key {prefix!r} is the last live admin key")
+    return False
 
 
 def list_keys(engine: Engine) -> list[ApiKey]:

@@ -83,6 +83,12 @@ class BillingConfig(BaseModel):
         ),
     )
     max_batch: int = Field(default=10_000, ge=1, le=100_000)
+    max_body_bytes: int = Field(
+        default=16 * 1024 * 1024, ge=1024, description="Larger request bodies get 413."
+    )
+    max_json_depth: int = Field(
+        default=32, ge=4, le=1000, description="Deeper-nested JSON bodies get 422."
+    )
     require_auth: bool = True
     bootstrap_admin_key: str | None = Field(
         default=None,

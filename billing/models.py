@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Column, Index, Integer, Table, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from billing import limits as L
 from billing.kinds import IDLE as IDLE  # re-exported
 from billing.kinds import UNALLOCATED as UNALLOCATED
 from billing.kinds import UNPRICED as UNPRICED
@@ -58,17 +59,17 @@ class UsageEvent(SQLModel, table=True):
 
     __tablename__ = "usage_event"
 
-    source: str = Field(max_length=200, primary_key=True)
-    event_id: str = Field(max_length=200, primary_key=True)
+    source: str = Field(max_length=L.NAME_LEN, primary_key=True)
+    event_id: str = Field(max_length=L.NAME_LEN, primary_key=True)
     ts: datetime = _ts()
-    model: str = Field(max_length=200)
-    customer: str = Field(max_length=200)
-    request_type: str = Field(max_length=100)
+    model: str = Field(max_length=L.NAME_LEN)
+    customer: str = Field(max_length=L.NAME_LEN)
+    request_type: str = Field(max_length=L.REQUEST_TYPE_LEN)
     input_tokens: int = Field(ge=0)
     output_tokens: int = Field(ge=0)
     latency_ms: float | None = None
-    status: str = Field(default=EventStatus.ok.value, max_length=20)
-    device_id: str | None = Field(default=None, max_length=200)
+    status: str = Field(default=EventStatus.ok.value, max_length=L.STATUS_LEN)
+    device_id: str | None = Field(default=None, max_length=L.NAME_LEN)
 
 
 class GpuSample(SQLModel, table=True):
@@ -79,20 +80,20 @@ class GpuSample(SQLModel, table=True):
 
     id: int | None = _id()
     ts: datetime = _ts()
-    node: str = Field(max_length=200)
-    gpu_uuid: str = Field(max_length=200)
-    parent_uuid: str | None = Field(default=None, max_length=200)
+    node: str = Field(max_length=L.NAME_LEN)
+    gpu_uuid: str = Field(max_length=L.NAME_LEN)
+    parent_uuid: str | None = Field(default=None, max_length=L.NAME_LEN)
     gpu_index: int = 0
-    gpu_type: str = Field(max_length=64)
-    pricing_class: str = Field(default="on-demand", max_length=32)
-    mig_profile: str | None = Field(default=None, max_length=32)
+    gpu_type: str = Field(max_length=L.GPU_TYPE_LEN)
+    pricing_class: str = Field(default="on-demand", max_length=L.PRICING_CLASS_LEN)
+    mig_profile: str | None = Field(default=None, max_length=L.MIG_PROFILE_LEN)
     sm_util: float | None = Field(default=None, ge=0, le=100)
     mem_used_mib: float | None = Field(default=None, ge=0)
     mem_total_mib: float | None = Field(default=None, ge=0)
     power_w: float | None = Field(default=None, ge=0)
     energy_j: float | None = Field(default=None, ge=0)
     interval_s: float = Field(gt=0, description="Seconds of GPU time this sample stands for.")
-    fault: str | None = Field(default=None, max_length=200)
+    fault: str | None = Field(default=None, max_length=L.NAME_LEN)
 
 
 class GpuProcessSample(SQLModel, table=True):
@@ -106,13 +107,13 @@ class GpuProcessSample(SQLModel, table=True):
 
     id: int | None = _id()
     ts: datetime = _ts(index=False)
-    device_uuid: str = Field(max_length=200)
-    gpu_uuid: str = Field(max_length=200, description="The physical GPU.")
+    device_uuid: str = Field(max_length=L.NAME_LEN)
+    gpu_uuid: str = Field(max_length=L.NAME_LEN, description="The physical GPU.")
     pid: int
-    pod_uid: str | None = Field(default=None, max_length=64)
-    namespace: str | None = Field(default=None, max_length=200)
-    pod: str | None = Field(default=None, max_length=253)
-    model: str | None = Field(default=None, max_length=200)
+    pod_uid: str | None = Field(default=None, max_length=L.POD_UID_LEN)
+    namespace: str | None = Field(default=None, max_length=L.NAME_LEN)
+    pod: str | None = Field(default=None, max_length=L.K8S_NAME_LEN)
+    model: str | None = Field(default=None, max_length=L.NAME_LEN)
     sm_util: float | None = Field(default=None, ge=0, le=100, description="% of the whole GPU.")
     mem_used_mib: float | None = Field(default=None, ge=0)
     interval_s: float = Field(gt=0)
@@ -154,22 +155,24 @@ class Allocation(SQLModel, table=True):
     )
 
     id: int | None = _id()
-    model: str = Field(max_length=200, index=True)
-    node: str = Field(max_length=200)
-    gpu_uuid: str = Field(max_length=200, index=True, description="The physical GPU.")
-    device_uuid: str = Field(max_length=200, description="The device held (GPU or MIG UUID).")
-    namespace: str = Field(default="", max_length=253)
-    pod: str = Field(default="", max_length=253)
-    container: str = Field(default="", max_length=253)
-    pod_uid: str | None = Field(default=None, max_length=64)
-    mode: str = Field(default=AllocationMode.gpu.value, max_length=16)
-    profile: str | None = Field(default=None, max_length=32)
+    model: str = Field(max_length=L.NAME_LEN, index=True)
+    node: str = Field(max_length=L.NAME_LEN)
+    gpu_uuid: str = Field(max_length=L.NAME_LEN, index=True, description="The physical GPU.")
+    device_uuid: str = Field(
+        max_length=L.NAME_LEN, description="The device held (GPU or MIG UUID)."
+    )
+    namespace: str = Field(default="", max_length=L.K8S_NAME_LEN)
+    pod: str = Field(default="", max_length=L.K8S_NAME_LEN)
+    container: str = Field(default="", max_length=L.K8S_NAME_LEN)
+    pod_uid: str | None = Field(default=None, max_length=L.POD_UID_LEN)
+    mode: str = Field(default=AllocationMode.gpu.value, max_length=L.SHORT_ENUM_LEN)
+    profile: str | None = Field(default=None, max_length=L.MIG_PROFILE_LEN)
     fraction: float = Field(gt=0, le=1, description="Share of the GPU's price this holds.")
     start: datetime = _ts()
     end: datetime | None = _ts(nullable=True)
-    source: str = Field(default=AllocationSource.planned.value, max_length=16)
-    observer: str = Field(default="", max_length=200)
-    plan_id: str | None = Field(default=None, max_length=64)
+    source: str = Field(default=AllocationSource.planned.value, max_length=L.SHORT_ENUM_LEN)
+    observer: str = Field(default="", max_length=L.NAME_LEN)
+    plan_id: str | None = Field(default=None, max_length=L.PLAN_ID_LEN)
 
 
 class Price(SQLModel, table=True):
@@ -206,10 +209,10 @@ class LedgerEntry(SQLModel, table=True):
 
     id: int | None = _id()
     hour: datetime = _ts()
-    model: str = Field(max_length=200)
-    customer: str = Field(max_length=200)
-    request_type: str = Field(max_length=100)
-    kind: str = Field(max_length=16)
+    model: str = Field(max_length=L.NAME_LEN)
+    customer: str = Field(max_length=L.NAME_LEN)
+    request_type: str = Field(max_length=L.REQUEST_TYPE_LEN)
+    kind: str = Field(max_length=L.SHORT_ENUM_LEN)
     gpu_seconds: float = 0.0
     input_tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     output_tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
@@ -283,11 +286,11 @@ class ApiKey(SQLModel, table=True):
     __tablename__ = "api_key"
 
     id: int | None = _id()
-    name: str = Field(max_length=200)
-    prefix: str = Field(max_length=16, index=True, unique=True)
-    key_hash: str = Field(max_length=64)
-    role: str = Field(max_length=16)
-    customer: str | None = Field(default=None, max_length=200)
+    name: str = Field(max_length=L.NAME_LEN)
+    prefix: str = Field(max_length=L.KEY_PREFIX_LEN, index=True, unique=True)
+    key_hash: str = Field(max_length=L.KEY_HASH_LEN)
+    role: str = Field(max_length=L.SHORT_ENUM_LEN)
+    customer: str | None = Field(default=None, max_length=L.NAME_LEN)
     created_at: datetime = _ts(index=False)
     revoked_at: datetime | None = _ts(index=False, nullable=True)
 

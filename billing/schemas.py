@@ -18,6 +18,8 @@ from pydantic import (
 )
 from typing_extensions import TypedDict
 
+from billing import limits as L
+
 MAX_TOKENS = 10_000_000
 
 
@@ -26,12 +28,37 @@ MAX_TOKENS = 10_000_000
 NOT_RESERVED = r"^(?s:[^_].*|_|_[^_].*)$"
 Name = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=NOT_RESERVED),
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=L.NAME_LEN, pattern=NOT_RESERVED
+    ),
 ]
-Key = Annotated[str, StringConstraints(min_length=1, max_length=200)]
-# Aware datetimes only (naive ones are refused in Rust); storage converts to UTC.
-UtcDatetime = AwareDatetime
-Tokens = Annotated[int, Field(ge=0, le=MAX_TOKENS)]
+RequestType = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=L.REQUEST_TYPE_LEN, pattern=NOT_RESERVED
+    ),
+]
+Key = Annotated[str, StringConstraints(min_length=1, max_length=L.NAME_LEN)]
+# Aware datetimes only (naive ones are refused in Rust), bounded so that converting to UTC
+# cannot overflow; storage converts to UTC.
+UtcDatetime = Annotated[AwareDatetime, Field(ge=L.MIN_TIME, le=L.MAX_TIME)]
+# Strict: "812", true and 2.0 are not token counts.
+Tokens = Annotated[int, Field(ge=0, le=MAX_TOKENS, strict=True)]
+# Finite, non-negative floats (NaN/Infinity refused).
+Amount = Annotated[float, Field(ge=0, le=1e15, allow_inf_nan=False)]
+Percent = Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
+IntervalS = Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)]
+
+GpuType = Annotated[str, StringConstraints(min_length=1, max_length=L.GPU_TYPE_LEN)]
+PricingClass = Annotated[str, StringConstraints(min_length=1, max_length=L.PRICING_CLASS_LEN)]
+MigProfile = Annotated[str, StringConstraints(max_length=L.MIG_PROFILE_LEN)]
+Fault = Annotated[str, StringConstraints(max_length=L.FAULT_LEN)]
+PodUid = Annotated[str, StringConstraints(max_length=L.POD_UID_LEN)]
+PlanId = Annotated[str, StringConstraints(max_length=L.PLAN_ID_LEN)]
+Observer = Annotated[str, StringConstraints(min_length=1, max_length=L.OBSERVER_LEN)]
+OptText = Annotated[str, StringConstraints(max_length=L.NAME_LEN)]
+PodName = Annotated[str, StringConstraints(max_length=L.K8S_NAME_LEN)]
+Int32 = Annotated[int, Field(ge=0, le=L.INT32_MAX, strict=True)]
 
 
 Status = Literal["ok", "error", "timeout", "cancelled"]
@@ -51,12 +78,14 @@ class UsageEventIn(TypedDict):
     time: UtcDatetime
     model: Name
     customer: Name
-    request_type: Name
+    request_type: RequestType
     input_tokens: Tokens
     output_tokens: Tokens
-    latency_ms: NotRequired[Annotated[float, Field(ge=0, le=86_400_000)] | None]
+    latency_ms: NotRequired[
+        Annotated[float, Field(ge=0, le=86_400_000, allow_inf_nan=False)] | None
+    ]
     status: NotRequired[Status]
-    device_id: NotRequired[Annotated[str, StringConstraints(max_length=200)] | None]
+    device_id: NotRequired[OptText | None]
 
 
 def flatten_cloudevent(value: Any) -> Any:
@@ -89,17 +118,17 @@ class GpuSampleIn(BaseModel):
     node: Key
     gpu_uuid: Key
     parent_uuid: Key | None = None
-    gpu_index: Annotated[int, Field(ge=0)] = 0
-    gpu_type: Annotated[str, StringConstraints(min_length=1, max_length=64)]
-    pricing_class: Annotated[str, StringConstraints(min_length=1, max_length=32)] = "on-demand"
-    mig_profile: Annotated[str, StringConstraints(max_length=32)] | None = None
-    sm_util: Annotated[float, Field(ge=0, le=100)] | None = None
-    mem_used_mib: Annotated[float, Field(ge=0)] | None = None
-    mem_total_mib: Annotated[float, Field(ge=0)] | None = None
-    power_w: Annotated[float, Field(ge=0)] | None = None
-    energy_j: Annotated[float, Field(ge=0)] | None = None
-    interval_s: Annotated[float, Field(gt=0, le=3600)]
-    fault: Annotated[str, StringConstraints(max_length=200)] | None = None
+    gpu_index: Int32 = 0
+    gpu_type: GpuType
+    pricing_class: PricingClass = "on-demand"
+    mig_profile: MigProfile | None = None
+    sm_util: Percent | None = None
+    mem_used_mib: Amount | None = None
+    mem_total_mib: Amount | None = None
+    power_w: Amount | None = None
+    energy_j: Amount | None = None
+    interval_s: IntervalS
+    fault: Fault | None = None
 
 
 class GpuProcessSampleIn(BaseModel):
@@ -110,14 +139,14 @@ class GpuProcessSampleIn(BaseModel):
     ts: UtcDatetime
     device_uuid: Key
     gpu_uuid: Key
-    pid: Annotated[int, Field(ge=0)]
-    pod_uid: Annotated[str, StringConstraints(max_length=64)] | None = None
-    namespace: Annotated[str, StringConstraints(max_length=200)] | None = None
-    pod: Annotated[str, StringConstraints(max_length=253)] | None = None
-    model: Annotated[str, StringConstraints(max_length=200)] | None = None
-    sm_util: Annotated[float, Field(ge=0, le=100)] | None = None
-    mem_used_mib: Annotated[float, Field(ge=0)] | None = None
-    interval_s: Annotated[float, Field(gt=0, le=3600)]
+    pid: Int32
+    pod_uid: PodUid | None = None
+    namespace: OptText | None = None
+    pod: PodName | None = None
+    model: OptText | None = None
+    sm_util: Percent | None = None
+    mem_used_mib: Amount | None = None
+    interval_s: IntervalS
 
 
 class GpuSampleBatch(BaseModel):
@@ -130,7 +159,7 @@ class GpuSampleBatch(BaseModel):
 
 
 AllocationModeIn = Literal["gpu", "mig", "mps", "timeslice"]
-K8sName = Annotated[str, StringConstraints(min_length=1, max_length=253)]
+K8sName = Annotated[str, StringConstraints(min_length=1, max_length=L.K8S_NAME_LEN)]
 
 
 def _utc(ts: datetime) -> datetime:
@@ -154,16 +183,16 @@ class AllocationIn(BaseModel):
     namespace: K8sName
     pod: K8sName
     container: K8sName
-    pod_uid: Annotated[str, StringConstraints(max_length=64)] | None = None
+    pod_uid: PodUid | None = None
     model: Name
     mode: AllocationModeIn
-    profile: Annotated[str, StringConstraints(max_length=32)] | None = None
+    profile: MigProfile | None = None
     fraction: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
     start: Annotated[UtcDatetime, AfterValidator(_utc)]
     end: Annotated[UtcDatetime, AfterValidator(_utc)] | None = None
     source: Literal["observed", "planned"] = "observed"
-    observer: Annotated[str, StringConstraints(min_length=1, max_length=200)]
-    plan_id: Annotated[str, StringConstraints(max_length=64)] | None = None
+    observer: Observer
+    plan_id: PlanId | None = None
 
     @model_validator(mode="after")
     def _end_after_start(self) -> AllocationIn:

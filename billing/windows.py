@@ -15,6 +15,9 @@ _DURATION = re.compile(r"^(\d+)([mhdw])$")
 _ISO_WEEK = re.compile(r"^(\d{4})-W(\d{2})$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 MAX_SPAN = timedelta(days=3660)
+# Windows must lie in [EARLIEST, LATEST) so hour arithmetic around them cannot overflow.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 12, 1, tzinfo=UTC)
 
 
 class WindowError(ValueError):
@@ -83,31 +86,42 @@ def _midnight(ts: datetime) -> datetime:
 def parse_instant(text: str) -> datetime:
     """An RFC 3339 time (with a zone) or unix seconds as aware UTC; raises WindowError."""
     text = text.strip()
-    if re.fullmatch(r"\d{9,11}(\.\d+)?", text):
-        return datetime.fromtimestamp(float(text), UTC)
     try:
+        if re.fullmatch(r"\d{9,11}(\.\d+)?", text):
+            return datetime.fromtimestamp(float(text), UTC)
         ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as exc:
+    except (ValueError, OverflowError, OSError) as exc:
         raise WindowError(f"not an RFC 3339 time or unix seconds: {text!r}") from exc
     if ts.tzinfo is None:
         raise WindowError(f"time needs a timezone (e.g. Z): {text!r}")
-    return ts.astimezone(UTC)
+    try:
+        return ts.astimezone(UTC)
+    except OverflowError as exc:
+        raise WindowError(f"time out of range (years 1..9999 in UTC): {text!r}") from exc
 
 
 def iso_week(year: int, week: int) -> Window:
     """The ISO week ``year-Wweek`` as a window (Monday 00:00 UTC to the next Monday)."""
     try:
         start = datetime.fromisocalendar(year, week, 1).replace(tzinfo=UTC)
-    except ValueError as exc:
+        return Window(start, start + timedelta(days=7))
+    except (ValueError, OverflowError) as exc:
         raise WindowError(f"no ISO week {year}-W{week:02d}") from exc
-    return Window(start, start + timedelta(days=7))
 
 
 def parse_window(text: str, now: datetime) -> Window:
     """Resolve a window string against ``now`` (aware UTC).
 
-    Raises: WindowError with a message that names what was wrong.
+    Raises: WindowError with a message that names what was wrong (also for a window outside
+    1970-01-01 .. 9999-12-01).
     """
+    w = _parse_window(text, now)
+    if w.start < EARLIEST or w.end > LATEST:
+        raise WindowError(f"window outside {EARLIEST:%Y-%m-%d} .. {LATEST:%Y-%m-%d}: {text!r}")
+    return w
+
+
+def _parse_window(text: str, now: datetime) -> Window:
     if now.tzinfo is None:
         raise WindowError("now must be timezone-aware")
     now = now.astimezone(UTC)
@@ -129,7 +143,8 @@ def parse_window(text: str, now: datetime) -> Window:
             end = start + timedelta(seconds=1)
         return Window(start, end)
     if m := _DURATION.match(key):
-        span = timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+        n = int(m.group(1)) if len(m.group(1)) <= 8 else 10**8  # 10**8 of any unit is too long
+        span = timedelta(**{_UNITS[m.group(2)]: n})
         if span <= timedelta(0) or span > MAX_SPAN:
             raise WindowError(f"duration out of range (1 minute .. 10 years): {text!r}")
         return Window(now - span, now)
@@ -137,7 +152,10 @@ def parse_window(text: str, now: datetime) -> Window:
         return iso_week(int(m.group(1)), int(m.group(2)))
     if "," in text:
         a, b = text.split(",", 1)
-        return Window(parse_instant(a), parse_instant(b))
+        start, end = parse_instant(a), parse_instant(b)
+        if end - start > MAX_SPAN:
+            raise WindowError(f"window longer than 10 years: {text!r}")
+        return Window(start, end)
     raise WindowError(
         f"unknown window {text!r}: use today, yesterday, week, lastweek, month, lastmonth, "
         "7d/24h/30m, 2026-W47, or start,end in RFC 3339"

@@ -9,6 +9,8 @@ from fastapi import APIRouter, FastAPI
 from sqlalchemy.engine import Engine
 
 from billing.api.deps import ApiState
+from billing.api.errors import install_error_handlers
+from billing.api.guard import BodyGuard
 from billing.api.routes import allocations, costs, health, keys, usage
 from billing.apikeys import create_key
 from billing.config import BillingConfig
@@ -41,6 +43,8 @@ def create_app(
         version="0.1.0",
         description="GPU cost metering, attribution and budget policy API.",
     )
+    install_error_handlers(app)
+    app.add_middleware(BodyGuard, max_bytes=config.max_body_bytes, max_depth=config.max_json_depth)
     state = ApiState(engine=engine, config=config, redis_url=redis_url)
     app.state.costctl = state
     for r in (

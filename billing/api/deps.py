@@ -35,6 +35,9 @@ def get_now() -> datetime:
     return datetime.now(UTC)
 
 
+# ApiState.extras[KEY_CACHE]: key -> (Principal, monotonic expiry) of the hot authorize path.
+KEY_CACHE = "enforcement.key_cache"
+
 StateDep = Annotated[ApiState, Depends(get_state)]
 NowDep = Annotated[datetime, Depends(get_now)]
 

@@ -28,6 +28,7 @@ from fastapi.concurrency import run_in_threadpool
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from billing.api.deps import (
+    KEY_CACHE,
     AdminDep,
     ApiState,
     IngestDep,
@@ -78,8 +79,9 @@ router = APIRouter(prefix="/v1", tags=["enforcement"])
 metrics_router = APIRouter(tags=["metrics"])
 
 
-KEY_CACHE_S = 5.0
-KEY_CACHE = "enforcement.key_cache"
+# A revoked key stops authorizing within KEY_CACHE_S in every worker (at once in the worker
+# that revoked it: DELETE /v1/keys clears that worker's cache).
+KEY_CACHE_S = 1.0
 
 
 async def hot_principal(

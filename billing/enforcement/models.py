@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from billing import limits as L
 from billing.enforcement.enums import BudgetAction, KillScope, Period, ReservationStatus
 from billing.models import ID_TYPE
 from billing.utc import UTCDateTime
@@ -53,10 +54,10 @@ class BudgetRow(SQLModel, table=True):
     __tablename__ = "enf_budget"
 
     id: int | None = _id()
-    name: str = Field(max_length=100, unique=True, index=True)
-    customer: str | None = Field(default=None, max_length=200)
-    model: str | None = Field(default=None, max_length=200)
-    request_type: str | None = Field(default=None, max_length=100)
+    name: str = Field(max_length=L.OBJ_NAME_LEN, unique=True, index=True)
+    customer: str | None = Field(default=None, max_length=L.NAME_LEN)
+    model: str | None = Field(default=None, max_length=L.NAME_LEN)
+    request_type: str | None = Field(default=None, max_length=L.REQUEST_TYPE_LEN)
     period: str = Field(max_length=16)
     limit_micros: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     limit_tokens: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
@@ -88,10 +89,10 @@ class RateLimitRow(SQLModel, table=True):
     __tablename__ = "enf_rate_limit"
 
     id: int | None = _id()
-    name: str = Field(max_length=100, unique=True, index=True)
-    customer: str | None = Field(default=None, max_length=200)
-    model: str | None = Field(default=None, max_length=200)
-    request_type: str | None = Field(default=None, max_length=100)
+    name: str = Field(max_length=L.OBJ_NAME_LEN, unique=True, index=True)
+    customer: str | None = Field(default=None, max_length=L.NAME_LEN)
+    model: str | None = Field(default=None, max_length=L.NAME_LEN)
+    request_type: str | None = Field(default=None, max_length=L.REQUEST_TYPE_LEN)
     per: str = Field(
         default="", max_length=64, description="Comma list of dims with one bucket per value."
     )
@@ -106,11 +107,11 @@ class ReservationRow(SQLModel, table=True):
     __tablename__ = "enf_reservation"
     __table_args__ = (Index("ix_enf_reservation_status_exp", "status", "expires_at"),)
 
-    key: str = Field(primary_key=True, max_length=200)
+    key: str = Field(primary_key=True, max_length=L.NAME_LEN)
     budget_ids: str = Field(default="", max_length=2000, description="Comma list of budget ids.")
-    customer: str = Field(max_length=200)
-    model: str = Field(max_length=200)
-    request_type: str = Field(max_length=100)
+    customer: str = Field(max_length=L.NAME_LEN)
+    model: str = Field(max_length=L.NAME_LEN)
+    request_type: str = Field(max_length=L.REQUEST_TYPE_LEN)
     est_micros: int = _big()
     est_tokens: int = _big()
     actual_micros: int = _big()
@@ -128,9 +129,9 @@ class KillSwitchRow(SQLModel, table=True):
 
     id: int | None = _id()
     scope: str = Field(max_length=16)
-    target: str = Field(max_length=200)
+    target: str = Field(max_length=L.NAME_LEN)
     active: bool = True
-    reason: str = Field(max_length=1000)
+    reason: str = Field(max_length=L.REASON_LEN)
     actor: str = Field(max_length=200)
     created_at: datetime = _ts()
     revived_at: datetime | None = _ts(nullable=True)

@@ -7,15 +7,20 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from billing import limits as L
 from billing.enforcement.config import Priority
 from billing.enforcement.models import BudgetAction, KillScope, Period
-from billing.schemas import MAX_TOKENS, Name
+from billing.schemas import MAX_TOKENS, Name, RequestType
 
 ObjName = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=100, pattern=r"^[\w.\-:]+$"),
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=L.OBJ_NAME_LEN, pattern=r"^[\w.\-:]+$"
+    ),
 ]
-Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)]
+Reason = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=L.REASON_LEN)
+]
 
 
 class ScopeIn(BaseModel):
@@ -25,16 +30,16 @@ class ScopeIn(BaseModel):
 
     customer: Name | None = None
     model: Name | None = None
-    request_type: Name | None = None
+    request_type: RequestType | None = None
 
 
 class BudgetCreate(ScopeIn):
     """A budget as an admin sets it (PUT /v1/budgets/{name}, ``costctl budgets set``)."""
 
     period: Period
-    limit_usd: Annotated[float, Field(ge=0, le=1e12)] | None = None
-    limit_tokens: Annotated[int, Field(ge=0, le=10**15)] | None = None
-    soft_ratio: Annotated[float, Field(gt=0, le=1)] = 0.8
+    limit_usd: Annotated[float, Field(ge=0, le=1e12, allow_inf_nan=False)] | None = None
+    limit_tokens: Annotated[int, Field(ge=0, le=10**15, strict=True)] | None = None
+    soft_ratio: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = 0.8
     action: BudgetAction = BudgetAction.block
 
     @model_validator(mode="after")
@@ -62,8 +67,8 @@ class BudgetPublic(BudgetCreate):
 class RateLimitCreate(ScopeIn):
     """Requests/min and/or tokens/min for a scope; ``per`` gives each value its own bucket."""
 
-    rpm: Annotated[float, Field(gt=0, le=1e9)] | None = None
-    tpm: Annotated[float, Field(gt=0, le=1e12)] | None = None
+    rpm: Annotated[float, Field(gt=0, le=1e9, allow_inf_nan=False)] | None = None
+    tpm: Annotated[float, Field(gt=0, le=1e12, allow_inf_nan=False)] | None = None
     per: list[str] = Field(
         default_factory=list, description="subset of customer, model, request_type"
     )
@@ -93,13 +98,15 @@ class AuthorizeIn(BaseModel):
 
     customer: Name
     model: Name
-    request_type: Name
-    estimated_tokens: Annotated[int, Field(ge=1, le=MAX_TOKENS)]
-    estimated_input_tokens: Annotated[int, Field(ge=0, le=MAX_TOKENS)] = 0
+    request_type: RequestType
+    estimated_tokens: Annotated[int, Field(ge=1, le=MAX_TOKENS, strict=True)]
+    estimated_input_tokens: Annotated[int, Field(ge=0, le=MAX_TOKENS, strict=True)] = 0
     priority: Priority = "normal"
-    request_id: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = Field(
-        default=None,
-        description="The id the usage event will carry (generated when omitted).",
+    request_id: Annotated[str, StringConstraints(min_length=1, max_length=L.NAME_LEN)] | None = (
+        Field(
+            default=None,
+            description="The id the usage event will carry (generated when omitted).",
+        )
     )
 
     @model_validator(mode="after")
@@ -128,7 +135,7 @@ class KillIn(BaseModel):
 
     scope: KillScope
     target: Annotated[
-        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=L.NAME_LEN)
     ] = "*"
     reason: Reason
 

@@ -52,11 +52,14 @@ def make_enf_api(
     config: EnforcementConfig | None = None,
     scaler: DeploymentScaler | None = None,
     clock: Clock | None = None,
+    billing: BillingConfig | None = None,
 ) -> tuple[Api, Clock]:
     clock = clock or Clock()
     app = create_app(
         engine=engine,
-        config=BillingConfig(enforcement=config or EnforcementConfig()),
+        config=(billing or BillingConfig()).model_copy(
+            update={"enforcement": config or EnforcementConfig()}
+        ),
         redis_url=redis_url,
         extensions=[make_extension(scaler=scaler, clock=clock, listen=False)],
     )

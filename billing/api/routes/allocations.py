@@ -7,12 +7,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
-from pydantic import AwareDatetime, ValidationError
+from pydantic import ValidationError
 
 from billing.allocations import ingest_allocations, query_allocations
 from billing.api.deps import IngestDep, StateDep
 from billing.api.errors import json_body, unprocessable
-from billing.schemas import ALLOCATION_BATCH, AllocationPublic, AllocationResult
+from billing.schemas import ALLOCATION_BATCH, AllocationPublic, AllocationResult, UtcDatetime
 
 router = APIRouter(prefix="/v1", tags=["allocations"])
 
@@ -66,8 +66,8 @@ async def get_allocations(
     device_uuid: Annotated[str | None, Query(max_length=200)] = None,
     source: Annotated[str | None, Query(pattern="^(observed|planned)$")] = None,
     open: Annotated[bool, Query(description="only allocations still held")] = False,
-    since: Annotated[AwareDatetime | None, Query()] = None,
-    until: Annotated[AwareDatetime | None, Query()] = None,
+    since: Annotated[UtcDatetime | None, Query()] = None,
+    until: Annotated[UtcDatetime | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> list[AllocationPublic]:
     """Allocations overlapping [since, until) that match every filter (roles ingest, admin)."""

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, HTTPException, Path, status
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
-from billing.api.deps import AdminDep, NowDep, StateDep
+from billing import limits as L
+from billing.api.deps import KEY_CACHE, AdminDep, NowDep, StateDep
 from billing.api.errors import unprocessable
-from billing.apikeys import create_key, list_keys, revoke_key
+from billing.apikeys import LastAdminKeyError, create_key, list_keys, revoke_key
 from billing.models import ApiRole
+from billing.schemas import Name
+
+
+def _aware(ts: datetime) -> datetime:
+    """A stored timestamp as aware UTC (SQLite hands back naive UTC)."""
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+AwareUtc = Annotated[datetime, AfterValidator(_aware)]
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"])
 
@@ -19,9 +30,9 @@ router = APIRouter(prefix="/v1/keys", tags=["keys"])
 class KeyCreate(BaseModel):
     """A new key's name, role and (read keys only) customer scope."""
 
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=L.NAME_LEN)
     role: ApiRole
-    customer: str | None = Field(default=None, min_length=1, max_length=200)
+    customer: Name | None = Field(default=None, description="a customer name (not __...)")
 
 
 class KeyCreated(BaseModel):
@@ -40,8 +51,8 @@ class KeyPublic(BaseModel):
     prefix: str
     role: ApiRole
     customer: str | None
-    created_at: datetime
-    revoked_at: datetime | None
+    created_at: AwareUtc
+    revoked_at: AwareUtc | None
 
 
 @router.post("", response_model=KeyCreated, status_code=status.HTTP_201_CREATED)
@@ -75,7 +86,20 @@ async def get_keys(state: StateDep, _a: AdminDep) -> list[KeyPublic]:
 
 
 @router.delete("/{prefix}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_key(prefix: str, state: StateDep, _a: AdminDep, now: NowDep) -> None:
-    """Revoke a key."""
-    if not await run_in_threadpool(lambda: revoke_key(state.engine, prefix=prefix, now=now)):
+async def delete_key(
+    prefix: Annotated[str, Path(max_length=L.KEY_PREFIX_LEN)],
+    state: StateDep,
+    _a: AdminDep,
+    now: NowDep,
+) -> None:
+    """Revoke a key (409 for the last live admin key)."""
+    try:
+        revoked = await run_in_threadpool(lambda: revoke_key(state.engine, prefix=prefix, now=now))
+    except LastAdminKeyError as exc:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"{exc}: create another admin key before revoking this one",
+        ) from exc
+    if not revoked:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no live key with prefix {prefix!r}")
+    state.extras.get(KEY_CACHE, {}).clear()
