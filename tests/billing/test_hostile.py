@@ -81,6 +81,7 @@ ROWS: dict[str, Row] = {
     "tokens-as-float": Row("POST", "/v1/usage", raw([event(0, output_tokens=2.0)]), 422, "output_tokens"),
     "estimate-as-string": Row("POST", "/v1/authorize", raw({"customer": "c", "model": "m", "request_type": "r", "estimated_tokens": "5"}), 422, "estimated_tokens", role="ingest"),
     "reserved-customer-scope": Row("POST", "/v1/keys", raw({"name": "k", "role": "read", "customer": "__idle__"}), 422, "customer"),
+    "unknown-enum-filter": Row("GET", "/v1/costs?kind=bogus", None, 422, "kind"),
     "body-over-limit": Row("POST", "/v1/usage", raw([event(i) for i in range(200)]), 413),
 }  # fmt: skip
 
@@ -135,3 +136,13 @@ def test_listed_key_timestamps_carry_a_time_zone(engine: Engine) -> None:
     stamps = [k["created_at"] for k in keys] + [k["revoked_at"] for k in keys if k["revoked_at"]]
     assert len(stamps) == 5
     assert all(s.endswith(("Z", "+00:00")) for s in stamps), stamps
+
+
+def test_unknown_filter_value_is_told_apart_from_no_spend(engine: Engine) -> None:
+    a, _clock = make_enf_api(engine)
+    assert a.client.post("/v1/usage", json=[event(0)], headers=a.h("ingest")).status_code == 200
+    window = "2026-11-23T00:00:00Z,2026-11-24T00:00:00Z"
+    seen = a.client.get(f"/v1/costs?window={window}&customer=acme", headers=a.h("read")).json()
+    assert seen["rows"] == [] and seen["unknown"] == {}  # seen, but no ledger yet: no spend
+    r = a.client.get(f"/v1/costs?window={window}&customer=nope&model=llama", headers=a.h("read"))
+    assert r.status_code == 200 and r.json()["unknown"] == {"customer": ["nope"]}

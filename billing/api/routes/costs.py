@@ -8,18 +8,37 @@ window. A window shorter than one bucket is a 422 that names the resolution.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from billing.api.deps import NowDep, ReadDep, StateDep
 from billing.api.errors import unprocessable
+from billing.kinds import LedgerKind
+from billing.known import unknown_values
 from billing.ledger import GROUP_KEYS, metered_cents, query_costs
 from billing.windows import WindowError, parse_window
 
 router = APIRouter(prefix="/v1", tags=["costs"])
+
+
+class CostRow(BaseModel):
+    """One group: the group_by keys asked for (others null) and its totals."""
+
+    model: str | None = None
+    customer: str | None = None
+    request_type: str | None = None
+    kind: str | None = None
+    hour: str | None = None
+    day: str | None = None
+    gpu_seconds: float
+    input_tokens: int
+    output_tokens: int
+    requests: int
+    cost_cents: int
+    cost_usd: float
 
 
 class CostsResponse(BaseModel):
@@ -28,9 +47,13 @@ class CostsResponse(BaseModel):
     window: dict[str, str]
     effective_window: dict[str, str | int]
     group_by: list[str]
-    rows: list[dict[str, Any]]
+    rows: list[CostRow]
     totals: dict[str, float | int]
     metered_cost_usd: float | None = None
+    unknown: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="filter values never seen in usage or the ledger (not merely no spend)",
+    )
 
 
 @router.get("/costs", response_model=CostsResponse)
@@ -45,7 +68,7 @@ async def get_costs(
     model: str | None = None,
     customer: str | None = None,
     request_type: str | None = None,
-    kind: str | None = None,
+    kind: LedgerKind | None = None,
 ) -> CostsResponse:
     """Costs by any of model, customer, request_type, kind, hour, day over a window."""
     try:
@@ -74,7 +97,7 @@ async def get_costs(
             "model": model,
             "customer": customer,
             "request_type": request_type,
-            "kind": kind,
+            "kind": kind.value if kind else None,
         }.items()
         if v
     }
@@ -87,7 +110,7 @@ async def get_costs(
     df = await run_in_threadpool(query_costs, state.engine, eff, group_by=keys, filters=filters)
     if "hour" in df.columns:
         df["hour"] = df["hour"].map(lambda t: t.isoformat())
-    rows = df.to_dict(orient="records")
+    rows = [CostRow.model_validate(r) for r in df.to_dict(orient="records")]
     totals: dict[str, float | int] = {
         c: (int(df[c].sum()) if c != "gpu_seconds" else float(df[c].sum()))
         for c in ("gpu_seconds", "input_tokens", "output_tokens", "requests", "cost_cents")
@@ -96,6 +119,7 @@ async def get_costs(
     metered = None
     if principal.customer is None and not filters:
         metered = await run_in_threadpool(metered_cents, state.engine, eff) / 100
+    never_seen = await run_in_threadpool(unknown_values, state.engine, filters)
     return CostsResponse(
         window={"start": w.start.isoformat(), "end": w.end.isoformat()},
         effective_window={
@@ -107,4 +131,5 @@ async def get_costs(
         rows=rows,
         totals=totals,
         metered_cost_usd=metered,
+        unknown=never_seen,
     )

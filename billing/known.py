@@ -1,0 +1,30 @@
+"""Which filter values were ever seen, so "no spend" and "no such name" read differently."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+
+from billing.models import LedgerEntry, UsageEvent, table_of
+
+DIMENSIONS = ("model", "customer", "request_type")
+
+
+def unknown_values(engine: Engine, filters: Mapping[str, str]) -> dict[str, list[str]]:
+    """The model/customer/request_type filter values no ledger row or usage event ever carried."""
+    unknown: dict[str, list[str]] = {}
+    with engine.connect() as conn:
+        for dim, value in filters.items():
+            if dim not in DIMENSIONS:
+                continue
+            seen = any(
+                conn.execute(
+                    select(table_of(m).c[dim]).where(table_of(m).c[dim] == value).limit(1)
+                ).first()
+                for m in (LedgerEntry, UsageEvent)
+            )
+            if not seen:
+                unknown[dim] = [value]
+    return unknown
