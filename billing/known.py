@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from billing.models import LedgerEntry, UsageEvent, table_of
+from billing.models import Allocation, LedgerEntry, UsageEvent, table_of
 
 DIMENSIONS = ("model", "customer", "request_type")
 
@@ -28,3 +28,14 @@ def unknown_values(engine: Engine, filters: Mapping[str, str]) -> dict[str, list
             if not seen:
                 unknown[dim] = [value]
     return unknown
+
+
+def model_seen(engine: Engine, model: str) -> bool:
+    """True when a usage event, an allocation or a ledger row ever named ``model``."""
+    with engine.connect() as conn:
+        return any(
+            conn.execute(
+                select(table_of(m).c.model).where(table_of(m).c.model == model).limit(1)
+            ).first()
+            for m in (UsageEvent, Allocation, LedgerEntry)
+        )

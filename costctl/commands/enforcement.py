@@ -31,6 +31,7 @@ from billing.enforcement.store import (
     set_budget,
     set_rate_limit,
 )
+from billing.known import model_seen
 from costctl.context import AppContext, fail, get_ctx, now
 from costctl.settings import Settings
 
@@ -79,6 +80,11 @@ def _validated(model: Any, data: dict[str, Any]) -> Any:
         e = exc.errors()[0]
         loc = ".".join(str(p) for p in e["loc"]) or "input"
         fail(f"{loc}: {e['msg']}")
+
+
+def _require_reason(reason: str) -> None:
+    if not reason.strip():
+        fail("--reason: required (why, kept in the audit log)")
 
 
 def _opt(value: str | None) -> str | None:
@@ -248,7 +254,14 @@ def kill_cmd(
 ) -> None:
     """Trip a kill-switch: every API worker denies the scope; a model is scaled to zero."""
     c = get_ctx(ctx)
+    _require_reason(reason)
     spec = _validated(KillIn, {"scope": scope, "target": target, "reason": reason})
+    if spec.scope == KillScope.model and c.remote is None and not model_seen(c.engine, spec.target):
+        typer.echo(
+            f"warning: no model {spec.target!r} was ever seen in usage or allocations; "
+            "recording the kill anyway",
+            err=True,
+        )
     if (api := c.remote) is not None:  # the API's scaler acts (--no-scale does not apply)
         r = api.call("POST", "/v1/killswitches", spec.model_dump(mode="json"))
         what = f"{spec.scope.value} {spec.target}"
@@ -287,6 +300,7 @@ def revive_cmd(
 ) -> None:
     """Revive a killed scope; a model gets back the replicas it had."""
     c = get_ctx(ctx)
+    _require_reason(reason)
     body = _validated(ReviveIn, {"reason": reason})
     target = "*" if scope == KillScope.global_ else target
     if scope != KillScope.global_ and target == "*":

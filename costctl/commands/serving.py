@@ -162,12 +162,13 @@ def export_weekly_cmd(
     if bad:
         fail(f"--format: unknown {bad}; use one of {list(FORMATS)}")
     chosen: list[ExportFormat] = [f for f in FORMATS if f in formats]
+    folder = out or c.settings.billing.export.dir
     try:
-        paths = export_weekly(
-            c.engine, week, c.settings.billing, out or c.settings.billing.export.dir, chosen
-        )
+        paths = export_weekly(c.engine, week, c.settings.billing, folder, chosen)
     except WindowError as exc:
         fail(f"--week: {exc}")
+    except OSError as exc:
+        fail(f"--out: cannot write to {exc.filename or folder}: {exc.strerror or exc}")
     for p in paths:
         typer.echo(str(p))
 

@@ -67,6 +67,9 @@ def test_cli_kill_unknown_model_still_kills(db: list[str]) -> None:
     r = runner.invoke(app, [*db, "kill", "model", "ghost", "--reason", "no deployment"])
     assert r.exit_code == 0
     assert "killed model ghost" in r.output and "not scaled" in r.output
+    assert "no model 'ghost' was ever seen" in r.output
+    r = runner.invoke(app, [*db, "status", "--json"])
+    assert [k["target"] for k in json.loads(r.output)["kill_switches"]] == ["ghost"]
 
 
 def test_cli_budgets_and_bad_input(db: list[str]) -> None:
@@ -103,7 +106,8 @@ def test_cli_budgets_and_bad_input(db: list[str]) -> None:
         (["budgets", "set", "x", "--period", "daily", "--limit-usd", "-5"], "limit_usd"),
         (["budgets", "set", "x", "--period", "yearly", "--limit-usd", "5"], "yearly"),
         (["budgets", "delete", "nope"], "no budget"),
-        (["kill", "model", "llama-70b"], "reason"),
+        (["kill", "model", "llama-70b"], "--reason: required (why, kept in the audit log)"),
+        (["revive", "model", "llama-70b"], "--reason: required"),
         (["kill", "customer", "--reason", "r"], "target"),
         (["kill", "planet", "x", "--reason", "r"], "planet"),
     ]:

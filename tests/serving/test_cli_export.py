@@ -21,6 +21,13 @@ def test_bad_input_exits_2(tmp_path: Path) -> None:
     assert r.exit_code == 2 and "unknown" in r.output
     r = runner.invoke(app, [*db, "demo", "--trace", str(tmp_path / "nope.csv"), "--duration", "1"])
     assert r.exit_code == 2 and "no such file" in r.output
+    (tmp_path / "plain").write_text("a file, not a folder")
+    out = ["--out", str(tmp_path / "plain" / "sub")]
+    r = runner.invoke(app, [*db, "export", "weekly", "--week", "2026-W47", "--format", "csv", *out])
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    assert r.output.strip().splitlines() == [
+        f"error: --out: cannot write to {out[1]}: Not a directory"
+    ]
 
 
 @pytest.mark.skipif(not CONV.exists(), reason=f"shared data missing: {CONV}")
