@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine
 from billing.api.deps import ApiState
 from billing.api.errors import install_error_handlers
 from billing.api.guard import BodyGuard
+from billing.api.openapi import install_openapi
 from billing.api.routes import allocations, costs, health, keys, usage
 from billing.apikeys import create_key
 from billing.config import BillingConfig
@@ -58,4 +59,5 @@ def create_app(
         app.include_router(r)
     for ext in extensions:
         ext(app, state)
+    install_openapi(app)
     return app

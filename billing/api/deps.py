@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import Engine
 
 from billing.apikeys import Principal, verify_key
@@ -42,17 +43,32 @@ StateDep = Annotated[ApiState, Depends(get_state)]
 NowDep = Annotated[datetime, Depends(get_now)]
 
 
+# The two ways to send a key, declared as OpenAPI security schemes (checked by get_principal).
+BEARER = HTTPBearer(auto_error=False, description="Authorization: Bearer cc_<prefix>_<secret>")
+API_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="the API key")
+
+
+def presented_key(authorization: str | None, x_api_key: str | None) -> str | None:
+    """The key a request carries: ``Authorization: Bearer`` wins over ``X-API-Key``."""
+    if authorization and authorization.lower().startswith("bearer "):
+        return authorization[7:].strip()
+    return x_api_key
+
+
 def get_principal(
     state: StateDep,
-    authorization: Annotated[str | None, Header()] = None,
-    x_api_key: Annotated[str | None, Header()] = None,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)] = None,
+    x_api_key: Annotated[str | None, Depends(API_KEY_HEADER)] = None,
 ) -> Principal:
     """The caller from ``Authorization: Bearer <key>`` or ``X-API-Key``; 401 if missing/invalid."""
+    return principal_of(state, bearer.credentials if bearer else None, x_api_key)
+
+
+def principal_of(state: ApiState, bearer_key: str | None, x_api_key: str | None) -> Principal:
+    """The principal of a presented key (bearer first); 401 if missing or invalid."""
     if not state.config.require_auth:
         return Principal(None, "anonymous", ApiRole.admin)
-    key = x_api_key
-    if authorization and authorization.lower().startswith("bearer "):
-        key = authorization[7:].strip()
+    key = bearer_key or x_api_key
     if not key:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, "missing API key", headers={"WWW-Authenticate": "Bearer"}

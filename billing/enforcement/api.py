@@ -17,7 +17,6 @@ from fastapi import (
     APIRouter,
     Depends,
     FastAPI,
-    Header,
     HTTPException,
     Query,
     Request,
@@ -25,9 +24,12 @@ from fastapi import (
     status,
 )
 from fastapi.concurrency import run_in_threadpool
+from fastapi.security import HTTPAuthorizationCredentials
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from billing.api.deps import (
+    API_KEY_HEADER,
+    BEARER,
     KEY_CACHE,
     AdminDep,
     ApiState,
@@ -36,7 +38,7 @@ from billing.api.deps import (
     ReadDep,
     StateDep,
     get_now,
-    get_principal,
+    principal_of,
 )
 from billing.api.routes.usage import USAGE_HOOKS
 from billing.apikeys import Principal
@@ -86,8 +88,8 @@ KEY_CACHE_S = 1.0
 
 async def hot_principal(
     request: Request,
-    authorization: Annotated[str | None, Header()] = None,
-    x_api_key: Annotated[str | None, Header()] = None,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)] = None,
+    x_api_key: Annotated[str | None, Depends(API_KEY_HEADER)] = None,
 ) -> Principal:
     """Like ``get_principal`` + ingest role, caching a verified key for KEY_CACHE_S seconds.
 
@@ -95,16 +97,15 @@ async def hot_principal(
     a revoked key stops working here within KEY_CACHE_S seconds.
     """
     state: ApiState = request.app.state.costctl
-    key = x_api_key
-    if authorization and authorization.lower().startswith("bearer "):
-        key = authorization[7:].strip()
+    bearer_key = bearer.credentials if bearer else None
+    key = bearer_key or x_api_key
     cache: dict[str, tuple[Principal, float]] = state.extras.setdefault(KEY_CACHE, {})
     hit = cache.get(key or "")
     t = time.monotonic()
     if hit is not None and hit[1] > t:
         principal = hit[0]
     else:
-        principal = await run_in_threadpool(get_principal, state, authorization, x_api_key)
+        principal = await run_in_threadpool(principal_of, state, bearer_key, x_api_key)
         if key:
             if len(cache) > 10_000:
                 cache.clear()
@@ -195,7 +196,11 @@ def get_burn(state: StateDep, enf: EnforcerDep, p: ReadDep, now: NowDep) -> list
     return [r.public() for r in rows]
 
 
-@router.put("/budgets/{name}", response_model=BudgetPublic)
+@router.put(
+    "/budgets/{name}",
+    response_model=BudgetPublic,
+    responses={201: {"model": BudgetPublic, "description": "created"}},
+)
 def put_budget(
     name: ObjName,
     body: BudgetCreate,
@@ -230,7 +235,11 @@ def get_rate_limits(state: StateDep, _p: AdminDep) -> list[RateLimitPublic]:
     return list_rate_limits(state.engine)
 
 
-@router.put("/rate-limits/{name}", response_model=RateLimitPublic)
+@router.put(
+    "/rate-limits/{name}",
+    response_model=RateLimitPublic,
+    responses={201: {"model": RateLimitPublic, "description": "created"}},
+)
 def put_rate_limit(
     name: ObjName,
     body: RateLimitCreate,
@@ -263,7 +272,11 @@ def get_kill_switches(
     return list_kill_switches(state.engine, active_only=not history)
 
 
-@router.post("/killswitches", response_model=KillSwitchPublic)
+@router.post(
+    "/killswitches",
+    response_model=KillSwitchPublic,
+    responses={201: {"model": KillSwitchPublic, "description": "created"}},
+)
 def post_kill(
     body: KillIn, enf: EnforcerDep, p: AdminDep, now: NowDep, response: Response
 ) -> KillSwitchPublic:

@@ -146,3 +146,25 @@ def test_unknown_filter_value_is_told_apart_from_no_spend(engine: Engine) -> Non
     assert seen["rows"] == [] and seen["unknown"] == {}  # seen, but no ledger yet: no spend
     r = a.client.get(f"/v1/costs?window={window}&customer=nope&model=llama", headers=a.h("read"))
     assert r.status_code == 200 and r.json()["unknown"] == {"customer": ["nope"]}
+
+
+def test_openapi_declares_keys_and_error_responses(engine: Engine) -> None:
+    a, _clock = make_enf_api(engine)
+    doc = a.client.get("/openapi.json").json()
+    schemes = doc["components"]["securitySchemes"]
+    assert schemes["HTTPBearer"]["scheme"] == "bearer"
+    assert (schemes["APIKeyHeader"]["in"], schemes["APIKeyHeader"]["name"]) == (
+        "header",
+        "X-API-Key",
+    )
+    ops = {(m, p): op for p, item in doc["paths"].items() for m, op in item.items()}
+    assert all(
+        {"401", "403", "422"} <= set(op["responses"]) for op in ops.values() if op.get("security")
+    )
+    assert len([op for op in ops.values() if op.get("security")]) >= 20
+    assert "409" in ops[("delete", "/v1/keys/{prefix}")]["responses"]
+    assert "413" in ops[("post", "/v1/usage")]["responses"]
+    assert "201" in ops[("put", "/v1/budgets/{name}")]["responses"]
+    assert "201" in ops[("post", "/v1/keys")]["responses"]
+    rows = doc["components"]["schemas"]["CostsResponse"]["properties"]["rows"]
+    assert rows["items"] == {"$ref": "#/components/schemas/CostRow"}
