@@ -2,8 +2,8 @@
 
 FastAPI declares 200 and its own 422; ``install_openapi`` adds, per operation, what the code
 can answer: 401/403 where a key is required, 404 where a path names a thing, 409 where a
-conflict is refused, 413 where a body is read (BodyGuard), 422 everywhere (BodyGuard checks
-every query string), 503 from the health checks. Bodies follow ``{"detail": ...}``.
+conflict is refused, 400/413 where a body is read (FastAPI's parser, BodyGuard), 422
+everywhere (BodyGuard checks every query string), 503 from the health checks. Bodies follow ``{"detail": ...}``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pydantic import BaseModel
 CONFLICTS = {("delete", "/v1/keys/{prefix}")}
 UNAVAILABLE = {("get", "/readyz"), ("get", "/healthz/jobs")}
 _DESCRIPTIONS = {
+    "400": "the body could not be read as JSON",
     "401": "missing, invalid or revoked API key",
     "403": "the key's role or customer scope does not allow this",
     "404": "no such object",
@@ -50,7 +51,7 @@ def _codes(method: str, path: str, op: dict[str, Any]) -> list[str]:
     if (method, path) in CONFLICTS:
         codes.append("409")
     if "requestBody" in op:
-        codes.append("413")
+        codes += ["400", "413"]
     if (method, path) in UNAVAILABLE:
         codes.append("503")
     return sorted(codes)

@@ -26,14 +26,18 @@ class Api:
 
 def make_api(engine: Engine, config: BillingConfig | None = None) -> Api:
     app = create_app(engine=engine, config=config or BillingConfig())
+    return Api(TestClient(app), make_keys(engine))
+
+
+def make_keys(engine: Engine) -> dict[str, str]:
+    """An admin, an ingest, a read and a customer-scoped read key (acme), in clear."""
     now = datetime.now(UTC)
-    keys = {
+    return {
         "admin": create_key(engine, name="a", role=ApiRole.admin, customer=None, now=now),
         "ingest": create_key(engine, name="i", role=ApiRole.ingest, customer=None, now=now),
         "read": create_key(engine, name="r", role=ApiRole.read, customer=None, now=now),
         "acme": create_key(engine, name="acme", role=ApiRole.read, customer="acme", now=now),
     }
-    return Api(TestClient(app), keys)
 
 
 def event(i: int, **over: object) -> dict[str, object]:
