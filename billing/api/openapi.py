@@ -3,7 +3,8 @@
 FastAPI declares 200 and its own 422; ``install_openapi`` adds, per operation, what the code
 can answer: 401/403 where a key is required, 404 where a path names a thing, 409 where a
 conflict is refused, 400/413 where a body is read (FastAPI's parser, BodyGuard), 422
-everywhere (BodyGuard checks every query string), 503 from the health checks. Bodies follow ``{"detail": ...}``.
+everywhere (BodyGuard checks every query string), 503 from the health checks. Bodies follow
+``{"detail": ...}``.
 """
 
 from __future__ import annotations
