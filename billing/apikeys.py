@@ -70,10 +70,13 @@ def create_key(
     """Store a key (random unless ``key`` is given, e.g. a bootstrap key) and return it in clear.
 
     Storing a given key whose prefix exists already is a no-op (idempotent bootstrap).
-    Raises: ValueError for a customer scope on a non-read key or a malformed given key.
+    Raises: ValueError for a customer scope on a non-read key or on a reserved ``__`` name, or
+    for a malformed given key.
     """
     if role != ApiRole.read and customer is not None:
         raise ValueError("only read keys can be scoped to a customer")
+    if customer is not None and customer.startswith("__"):
+        raise ValueError(f"customer {customer!r}: names starting with __ are reserved")
     if key is not None and not is_well_formed(key):
         raise ValueError("a key must look like cc_<8 hex chars>_<16+ chars>")
     key = key or new_key()

@@ -11,7 +11,7 @@ from typing import Annotated
 import httpx
 import typer
 
-from billing.apikeys import create_key, list_keys, new_key, revoke_key
+from billing.apikeys import LastAdminKeyError, create_key, list_keys, new_key, revoke_key
 from billing.db import init_db
 from billing.ingest import ingest_usage
 from billing.ledger import RollupResult, query_costs, rollup
@@ -230,6 +230,10 @@ def keys_revoke(ctx: typer.Context, prefix: str) -> None:
         api.call("DELETE", f"/v1/keys/{prefix}")
         typer.echo(f"revoked {prefix}")
         return
-    if not revoke_key(get_ctx(ctx).engine, prefix=prefix, now=now()):
+    try:
+        revoked = revoke_key(get_ctx(ctx).engine, prefix=prefix, now=now())
+    except LastAdminKeyError as exc:
+        fail(f"{exc}: create another first (costctl keys create --role admin)")
+    if not revoked:
         fail(f"no live key with prefix {prefix!r}")
     typer.echo(f"revoked {prefix}")

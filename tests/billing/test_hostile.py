@@ -168,3 +168,13 @@ def test_openapi_declares_keys_and_error_responses(engine: Engine) -> None:
     assert "201" in ops[("post", "/v1/keys")]["responses"]
     rows = doc["components"]["schemas"]["CostsResponse"]["properties"]["rows"]
     assert rows["items"] == {"$ref": "#/components/schemas/CostRow"}
+
+
+def test_revoked_key_stops_authorizing_at_once_in_the_revoking_worker(engine: Engine) -> None:
+    a, _clock = make_enf_api(engine)
+    body = {"customer": "c", "model": "m", "request_type": "r", "estimated_tokens": 5}
+    r = a.client.post("/v1/authorize", json=body, headers=a.h("ingest"))
+    assert r.status_code == 200  # the key is now in the hot path's cache (KEY_CACHE_S = 1 s)
+    prefix = a.keys["ingest"].split("_")[1]
+    assert a.client.delete(f"/v1/keys/{prefix}", headers=a.h("admin")).status_code == 204
+    assert a.client.post("/v1/authorize", json=body, headers=a.h("ingest")).status_code == 401

@@ -132,3 +132,13 @@ def test_api_kill_through_kube_applier(engine: Engine, kube: KubeServer) -> None
     assert r.status_code == 200
     assert _replicas(kube, "llama-70b") == 3
     assert authorize(api)["allowed"] is True
+
+
+def test_cli_refuses_to_revoke_the_last_admin_key_or_scope_a_reserved_name(db: list[str]) -> None:
+    r = runner.invoke(app, [*db, "keys", "create", "--role", "admin", "--name", "root"])
+    assert r.exit_code == 0, r.output
+    prefix = r.output.strip().split("_")[1]
+    r = runner.invoke(app, [*db, "keys", "revoke", prefix])
+    assert r.exit_code == 2 and "last live admin key" in r.output, r.output
+    r = runner.invoke(app, [*db, "keys", "create", "--role", "read", "--customer", "__idle__"])
+    assert r.exit_code == 2 and "reserved" in r.output, r.output
