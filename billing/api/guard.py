@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
-_BRACKETS = re.compile(rb"[\[\]{}]")
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 
 class _Constant:
@@ -26,19 +26,30 @@ class _Constant:
 _NON_FINITE = _Constant()
 
 
-def json_depth_exceeds(body: bytes, max_depth: int) -> bool:
-    """True when the JSON text nests arrays/objects deeper than ``max_depth`` (strings skipped)."""
-    if body.count(b"[") + body.count(b"{") <= max_depth:
-        return False
-    depth = 0
-    for m in _BRACKETS.finditer(_STRING.sub(b'""', body)):
-        if m.group() in (b"[", b"{"):
+def _max_depth(brackets: bytes) -> int:
+    depth = deepest = 0
+    for b in brackets:
+        if b in (0x5B, 0x7B):  # [ {
             depth += 1
-            if depth > max_depth:
-                return True
+            deepest = max(deepest, depth)
         else:
             depth -= 1
-    return False
+    return deepest
+
+
+def json_depth_exceeds(body: bytes, max_depth: int) -> bool:
+    """True when the JSON text nests arrays/objects deeper than ``max_depth`` (strings skipped).
+
+    Details: counts brackets first (C-level); only a body whose raw brackets nest too deep is
+    scanned again with its strings removed, so a ``"[[["`` inside a string is not nesting.
+    A string full of closing brackets can hide nesting from the first count; the JSON parser's
+    own recursion limit then answers (400/422), so nothing deeper than ~1000 levels gets in.
+    """
+    if body.count(b"[") + body.count(b"{") <= max_depth:
+        return False
+    if _max_depth(body.translate(None, _NOT_BRACKETS)) <= max_depth:
+        return False
+    return _max_depth(_STRING.sub(b'""', body).translate(None, _NOT_BRACKETS)) > max_depth
 
 
 def _walk(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], str]]:
