@@ -235,13 +235,29 @@ class AllocationPublic(BaseModel):
     plan_id: str | None
 
 
+class EventError(BaseModel):
+    """One invalid field of one event of a batch."""
+
+    index: int
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class RejectedEvent(BaseModel):
+    """An event a ``partial=true`` batch did not store, and why."""
+
+    index: int
+    errors: list[EventError]
+
+
 class IngestResult(BaseModel):
     """What an ingestion call did. received = inserted + duplicates + len(rejected)."""
 
     received: int
     inserted: int
     duplicates: int
-    rejected: list[dict[str, Any]] = Field(default_factory=list)
+    rejected: list[RejectedEvent] = Field(default_factory=list)
 
 
 def utc_text(ts: datetime) -> str:

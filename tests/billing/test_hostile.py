@@ -168,6 +168,8 @@ def test_openapi_declares_keys_and_error_responses(engine: Engine) -> None:
     assert "201" in ops[("post", "/v1/keys")]["responses"]
     rows = doc["components"]["schemas"]["CostsResponse"]["properties"]["rows"]
     assert rows["items"] == {"$ref": "#/components/schemas/CostRow"}
+    rejected = doc["components"]["schemas"]["IngestResult"]["properties"]["rejected"]
+    assert rejected["items"] == {"$ref": "#/components/schemas/RejectedEvent"}
 
 
 def test_revoked_key_stops_authorizing_at_once_in_the_revoking_worker(engine: Engine) -> None:

@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from billing.api.deps import IngestDep, StateDep
 from billing.api.errors import json_body, unprocessable
 from billing.ingest import ingest_gpu_samples, ingest_usage, validate_usage_batch
-from billing.schemas import USAGE_BATCH, GpuSampleBatch, IngestResult
+from billing.schemas import USAGE_BATCH, GpuSampleBatch, IngestResult, RejectedEvent
 
 router = APIRouter(prefix="/v1", tags=["ingest"])
 log = logging.getLogger(__name__)
@@ -83,7 +83,10 @@ async def post_usage(
         inserted=result.inserted,
         duplicates=result.duplicates,
         rejected=[
-            {"index": i, "errors": [e for e in errors if e["index"] == i]} for i in rejected_idx
+            RejectedEvent.model_validate(
+                {"index": i, "errors": [e for e in errors if e["index"] == i]}
+            )
+            for i in rejected_idx
         ],
     )
 
