@@ -18,7 +18,7 @@ from __future__ import annotations
 import time as _time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -202,3 +202,45 @@ def run_replay(
         if i < len(ordered):
             sleep(min(tick_s, max(0.0, (ordered[i]["time"] - now()).total_seconds())))
     return stats
+
+
+def workload_events(frame: pd.DataFrame, *, seed: int, stem: str, code: bool) -> list[UsageEventIn]:
+    """Usage events for requests on the wall clock (epoch_s, input/output tokens).
+
+    Details: models and customers are drawn as in ``assign`` from PCG64([seed, first second
+    of the frame]); ids are ``<stem>:<epoch microseconds>:<row>``, source
+    ``workload/<stem>/seed<seed>``, so disjoint windows never share an id.
+    """
+    if frame.empty:
+        return []
+    first = int(frame["epoch_s"].iloc[0])
+    assigned = assign(frame, seed=int(np.uint32(seed * 1_000_003 + first)), code=code)
+    latency = 40 + 0.15 * assigned["input_tokens"] + 22 * assigned["output_tokens"]
+    source = f"workload/{stem}/seed{seed}"
+    epoch = assigned["epoch_s"].to_numpy(dtype=float)
+    return [
+        UsageEventIn(
+            id=f"{stem}:{int(e * 1e6)}:{i}",
+            source=source,
+            time=datetime.fromtimestamp(e, UTC),
+            model=m,
+            customer=c,
+            request_type=r,
+            input_tokens=int(a),
+            output_tokens=int(b),
+            latency_ms=float(lat),
+            status="ok",
+        )
+        for i, (e, m, c, r, a, b, lat) in enumerate(
+            zip(
+                epoch,
+                assigned["model"],
+                assigned["customer"],
+                assigned["request_type"],
+                assigned["input_tokens"],
+                assigned["output_tokens"],
+                latency,
+                strict=True,
+            )
+        )
+    ]

@@ -11,12 +11,14 @@ from __future__ import annotations
 import logging
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import pandas as pd
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.engine import Engine
 
@@ -26,10 +28,14 @@ from billing.enforcement.schemas import BudgetCreate
 from billing.enforcement.store import set_budget
 from billing.models import ApiRole
 from billing.pricebook import read_price_book, store_prices
-from billing.replay import load_events, run_replay
+from billing.ingest import ingest_usage
+from billing.ledger import rollup
+from billing.replay import run_replay
 from billing.schemas import IngestResult, UsageEventIn
+from billing.synthetic import DemoWorkload
+from billing.windows import Window, floor_hour
 from costctl.settings import Settings
-from scheduler.demo import DemoFleet, start_demo_fleet
+from scheduler.demo import DEMO_CAPACITY, DemoFleet, start_demo_fleet, token_load
 
 log = logging.getLogger(__name__)
 DEMO_CUSTOMER = "acme"
@@ -95,10 +101,14 @@ class DemoFleetHook:
     key; ``stop()`` ends them.
     """
 
-    def __init__(self, ingest_key: str, workdir: Path | None = None) -> None:
-        """``workdir``: the simulated nodes' sockets, /proc and spools (default: a temp dir)."""
+    def __init__(
+        self, ingest_key: str, workdir: Path | None = None, clock: DemoClock | None = None
+    ) -> None:
+        """``workdir``: the simulated nodes' sockets, /proc and spools (default: a temp dir);
+        ``clock``: the simulated hardware's clock (default: the Stack's)."""
         self.ingest_key = ingest_key
         self.workdir = workdir
+        self.clock = clock
         self.demo: DemoFleet | None = None
 
     def __call__(
@@ -108,8 +118,9 @@ class DemoFleetHook:
         settings: Settings,
         clock: Callable[[], datetime],
     ) -> None:
-        """The Stack job hook: build the fleet and add its sampling job."""
-        self.demo = start_demo_fleet(engine, settings.scheduler, clock=clock, aps_scheduler=aps)
+        """The Stack job hook: build the fleet and add its (live) sampling job."""
+        self.demo = start_demo_fleet(engine, settings.scheduler, clock=self.clock or clock)
+        self.demo.add_jobs(aps, clock)
 
     def start_agents(self, api_url: str) -> None:
         """Start the node agents against the listening API."""
@@ -122,30 +133,159 @@ class DemoFleetHook:
             self.demo.stop()
 
 
+class DemoClock:
+    """The demo's one clock: wall time, or a fixed past time while the history is backfilled."""
+
+    def __init__(self, live: Callable[[], datetime]) -> None:
+        self.live = live
+        self.fixed: datetime | None = None
+
+    def __call__(self) -> datetime:
+        """The backfill's current time, else the live clock."""
+        return self.fixed if self.fixed is not None else self.live()
+
+
+@dataclass
+class BackfillStats:
+    """What the backfill stored."""
+
+    events: int = 0
+    ticks: int = 0
+    ledger_hours: int = 0
+    seconds: float = 0.0
+
+
+def _minute_tokens(events: Sequence[UsageEventIn]) -> pd.DataFrame:
+    frame = pd.DataFrame(
+        {
+            "minute": [int(e["time"].timestamp() // 60) for e in events],
+            "model": [e["model"] for e in events],
+            "tin": [e["input_tokens"] for e in events],
+            "tout": [e["output_tokens"] for e in events],
+        }
+    )
+    return frame.groupby(["minute", "model"])[["tin", "tout"]].sum()
+
+
+def _steps(
+    tokens: pd.DataFrame, start: datetime, end: datetime, tick: timedelta, window_s: float
+) -> list[tuple[datetime, dict[str, float]]]:
+    """(time, load per model) every ``tick`` in [start, end), load over the trailing window."""
+    m0, m1 = int(start.timestamp() // 60), int(end.timestamp() // 60)
+    w = max(1, int(window_s // 60))
+    steps: list[tuple[datetime, dict[str, float]]] = []
+    if tokens.empty:
+        frames: dict[str, pd.DataFrame] = {}
+    else:
+        wide = tokens.unstack("model", fill_value=0).reindex(range(m0 - w, m1 + 1), fill_value=0)
+        trailing = wide.rolling(w, min_periods=1).sum().shift(1, fill_value=0)
+        frames = {"tin": trailing["tin"], "tout": trailing["tout"]}
+    t = start
+    while t < end:
+        m = int(t.timestamp() // 60)
+        got = (
+            {
+                str(k): (float(frames["tin"].at[m, k]), float(frames["tout"].at[m, k]))
+                for k in frames["tin"].columns
+            }
+            if frames
+            else {}
+        )
+        steps.append((t, token_load(got, w * 60.0, DEMO_CAPACITY)))
+        t += tick
+    return steps
+
+
+def backfill(
+    engine: Engine,
+    settings: Settings,
+    workload: DemoWorkload,
+    fleet: DemoFleet,
+    clock: DemoClock,
+    *,
+    start: datetime,
+    end: datetime,
+    tick: timedelta = timedelta(seconds=300),
+    chunk: timedelta = timedelta(hours=6),
+) -> BackfillStats:
+    """Usage and agent rounds on one timeline over [start, end), then one rollup.
+
+    Usage goes through ``ingest_usage`` (the API's store edge), a chunk at a time; the agents
+    tick every ``tick`` of past time (each sample standing for ``tick`` seconds, as from an
+    agent at that interval) at the load of the trailing ``tick`` of usage, and ship once per
+    chunk; the ledger is rolled up over the whole span at the end.
+    """
+    stats, t0 = BackfillStats(), time.monotonic()
+    with fleet.lock:
+        a = start
+        while a < end:
+            b = min(end, a + chunk)
+            events = workload.events(a - tick, b)
+            mine = [e for e in events if e["time"] >= a]
+            for i in range(0, len(mine), 50_000):
+                stats.events += ingest_usage(engine, mine[i : i + 50_000]).inserted
+            steps = _steps(_minute_tokens(events), a, b, tick, tick.total_seconds())
+            stats.ticks += _run_steps(fleet, clock, steps)
+            a = b
+        clock.fixed = None
+    result = rollup(engine, Window(floor_hour(start), end), settings.billing)
+    stats.ledger_hours = result.hours
+    stats.seconds = time.monotonic() - t0
+    return stats
+
+
+def _run_steps(
+    fleet: DemoFleet, clock: DemoClock, steps: list[tuple[datetime, dict[str, float]]]
+) -> int:
+    """Agent rounds at each step's time (clock pinned to it), shipped once."""
+    if fleet.nodes is None or not steps:
+        return 0
+    agents = fleet.nodes.agents
+    live = [a.collector.interval_s for a in agents]
+    step_s = (steps[1][0] - steps[0][0]).total_seconds() if len(steps) > 1 else live[0]
+    try:
+        for (
+            a
+        ) in agents:  # each sample stands for one backfill step, as for an agent at that interval
+            a.collector.interval_s = step_s
+        for t, load in steps:
+            clock.fixed = t
+            for model, busy in load.items():
+                fleet.fleet.set_load(model, busy)
+            for a in agents:
+                a.tick(t)
+    finally:
+        for a, s in zip(agents, live, strict=True):
+            a.collector.interval_s = s
+    for a in agents:
+        a.shipper.drain()
+    return len(steps) * len(agents)
+
+
 class _Stopped(Exception):
     """Raised inside the replay's sleep to end it."""
 
 
 class Replayer:
-    """Loops a trace into ``POST /v1/usage`` at ``speed`` x real time until stopped."""
+    """Sends the workload's requests to ``POST /v1/usage`` as their time comes, until stopped."""
 
     def __init__(
         self,
         api_url: str,
         key: str,
-        trace: Path,
+        workload: DemoWorkload,
         *,
-        speed: float,
-        seed: int,
+        start: datetime,
         clock: Callable[[], datetime],
+        window: timedelta = timedelta(seconds=60),
     ) -> None:
-        self.trace, self.speed, self.seed, self.clock = trace, speed, seed, clock
+        self.workload, self.start_at, self.clock, self.window = workload, start, clock, window
         self.client = httpx.Client(
             base_url=api_url, timeout=30, headers={"Authorization": f"Bearer {key}"}
         )
         self.stop_event = threading.Event()
         self.sent = 0
-        self.loops = 0
+        self.windows = 0
         self.error: str | None = None
         self._thread = threading.Thread(target=self._run, name="replay", daemon=True)
 
@@ -161,15 +301,14 @@ class Replayer:
             raise _Stopped
 
     def _run(self) -> None:
-        start = self.clock()
+        a = self.start_at
         try:
             while not self.stop_event.is_set():
-                events = load_events(
-                    self.trace, seed=self.seed, start=start, speed=self.speed, loop=self.loops
-                )
+                events = self.workload.events(a, a + self.window)
                 run_replay(events, self._sink, realtime=True, now=self.clock, sleep=self._sleep)
-                self.loops += 1
-                start = events[-1]["time"] if events else self.clock()
+                a += self.window
+                self.windows += 1
+                self._sleep(max(0.0, (a - self.clock()).total_seconds()))
         except _Stopped:
             pass
         except Exception as exc:  # reported by the CLI, never swallowed silently
@@ -185,3 +324,14 @@ class Replayer:
         self.stop_event.set()
         self._thread.join(timeout=30)
         self.client.close()
+
+
+def parse_history(text: str) -> timedelta | None:
+    """``7d``, ``36h``, ``90m`` or ``0`` as a duration; None when it is not one."""
+    units = {"d": 86400, "h": 3600, "m": 60}
+    t = text.strip().lower()
+    if t == "0":
+        return timedelta(0)
+    if len(t) < 2 or t[-1] not in units or not t[:-1].isdigit():
+        return None
+    return timedelta(seconds=int(t[:-1]) * units[t[-1]])

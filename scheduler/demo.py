@@ -83,11 +83,20 @@ def usage_load(
     )
     with engine.connect() as conn:
         rows = conn.execute(stmt).all()
+    return token_load({m: (float(a or 0), float(b or 0)) for m, a, b in rows}, window_s, capacity)
+
+
+def token_load(
+    tokens: dict[str, tuple[float, float]], window_s: float, capacity: dict[str, float]
+) -> dict[str, float]:
+    """Busy fraction per model from (input, output) tokens served in ``window_s`` seconds.
+
+    Details: (input + 4 x output) / window_s / capacity[model], capped at 0.95.
+    """
     load = {m: 0.0 for m in capacity}
-    for model, tin, tout in rows:
+    for model, (tin, tout) in tokens.items():
         if model in capacity:
-            rate = (float(tin or 0) + 4.0 * float(tout or 0)) / window_s
-            load[model] = min(0.95, rate / capacity[model])
+            load[model] = min(0.95, (tin + 4.0 * tout) / window_s / capacity[model])
     return load
 
 
@@ -106,8 +115,9 @@ class DemoFleet:
     capacity: dict[str, float] = field(default_factory=lambda: dict(DEMO_CAPACITY))
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     nodes: SimNodes | None = None
-    # sample() and stop() run on different threads (the worker's pool, the shutdown)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # sample(), stop() and the demo's backfill run on different threads (the worker's pool,
+    # the shutdown, the demo's start-up); each holds this while it drives the agents
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def refresh_load(self, now: datetime) -> dict[str, float]:
         """Set every model's load from its recent usage events; returns the loads."""
@@ -136,8 +146,8 @@ class DemoFleet:
 
         Before ``attach_agents`` only the load is refreshed (no agent, nothing measured).
         """
-        self.refresh_load(now)
-        with self._lock:  # never tick agents that stop() is closing
+        with self.lock:  # never tick agents that stop() is closing, nor during the backfill
+            self.refresh_load(now)
             if self.nodes is None:
                 return 0
             self.nodes.tick(now)
@@ -145,7 +155,7 @@ class DemoFleet:
 
     def stop(self) -> None:
         """Stop the agents and the simulated node edges (idempotent; waits for a tick)."""
-        with self._lock:
+        with self.lock:
             if self.nodes is not None:
                 self.nodes.stop()
                 self.nodes = None

@@ -81,32 +81,53 @@ def demo(
     port: Port = 8000,
     dashboard_port: DashPort = 8050,
     duration: Duration = None,
-    speed: Annotated[float, typer.Option(min=0.1, help="replay speed, x real time")] = 60.0,
-    trace: Annotated[Path, typer.Option(help="Azure LLM trace CSV")] = AZURE_CONV,
+    history: Annotated[
+        str, typer.Option(help="history to backfill before going live, e.g. 7d, 36h, 0h")
+    ] = "7d",
+    trace: Annotated[
+        Path | None,
+        typer.Option(help="Azure LLM trace CSV (default: ../shared/data's conv trace if present)"),
+    ] = None,
     db: Annotated[Path | None, typer.Option(help="SQLite file (default: a new temp dir)")] = None,
     seed: Annotated[int, typer.Option()] = 7,
 ) -> None:
-    """Demo on SQLite: simulated GPUs, the Azure trace replayed at speed, API + dashboard."""
-    from costctl.demo import DemoFleetHook, Replayer, demo_database, demo_settings, prepare
+    """Demo on SQLite: simulated GPUs and a workload at 1x on one clock, history backfilled."""
+    from datetime import timedelta
+
+    from billing.replay import TraceError
+    from billing.synthetic import demo_workload
+    from costctl.demo import (
+        DemoClock,
+        DemoFleetHook,
+        Replayer,
+        backfill,
+        demo_database,
+        demo_settings,
+        parse_history,
+        prepare,
+    )
     from costctl.serve import Stack, run
 
-    if not trace.is_file():
-        fail(f"--trace: no such file {trace} (set COSTCTL_SHARED_DIR or pass --trace)")
+    if trace is not None and not trace.is_file():
+        fail(f"--trace: no such file {trace}")
+    span = parse_history(history)
+    if span is None:
+        fail(f"--history: expected a duration like 7d, 36h or 90m, got {history!r}")
+    try:
+        workload = demo_workload(trace or AZURE_CONV, seed)
+    except TraceError as exc:
+        fail(f"--trace: {exc}")
     c = get_ctx(ctx)
     url = demo_database(db)
     settings = demo_settings(c.settings, url, port or 0, dashboard_port or 0)
     engine = make_engine(url)
     init_db(engine)
     keys = prepare(engine, settings, now())
-    fleet = DemoFleetHook(keys.ingest)
+    clock = DemoClock(now)
+    fleet = DemoFleetHook(keys.ingest, clock=clock)
     try:
         stack = Stack(
-            settings,
-            engine,
-            clock=now,
-            job_hooks=(fleet,),
-            refresh_s=5.0,
-            default_window="1h",
+            settings, engine, clock=now, job_hooks=(fleet,), refresh_s=5.0, default_window="7d"
         )
     except OSError as exc:
         fail(f"cannot listen (try --port/--dashboard-port): {exc}", code=1)
@@ -114,7 +135,19 @@ def demo(
 
     def started(s: Stack) -> None:
         fleet.start_agents(s.api_url)
-        r = Replayer(s.api_url, keys.ingest, trace, speed=speed, seed=seed, clock=now)
+        live = now()
+        typer.echo(f"workload        {workload.describe()}")
+        if fleet.demo is not None and span > timedelta(0):
+            typer.echo(f"backfilling     {history} of usage and agent ticks (every 300 s) ...")
+            sys.stdout.flush()
+            st = backfill(
+                engine, settings, workload, fleet.demo, clock, start=live - span, end=live
+            )
+            typer.echo(
+                f"backfilled      {st.events} requests, {st.ticks} agent ticks, "
+                f"{st.ledger_hours} ledger hours in {st.seconds:.1f} s"
+            )
+        r = Replayer(s.api_url, keys.ingest, workload, start=live, clock=now)
         r.start()
         replayer.append(r)
         lines = [
@@ -124,10 +157,10 @@ def demo(
             f"  dashboard       {s.dashboard_url}   (sign in with a key below)",
             f"  admin key       {keys.admin}",
             f"  acme read key   {keys.tenant}   (sees only customer acme)",
-            f"  replay          {trace.name} at {speed:g}x, looping; rollup every "
-            f"{settings.billing.rollup_interval_s} s",
+            f"  live            {workload.stem} at 1x from {live:%Y-%m-%d %H:%M:%S} UTC; rollup "
+            f"every {settings.billing.rollup_interval_s} s",
             f"  try             curl -H 'Authorization: Bearer {keys.admin}' "
-            f"'{s.api_url}/v1/costs?window=1h&group_by=model'",
+            f"'{s.api_url}/v1/costs?window=7d&group_by=model'",
         ]
         typer.echo("\n".join(lines))
         sys.stdout.flush()
@@ -136,7 +169,7 @@ def demo(
         fleet.stop()
         for r in replayer:
             r.stop()
-            typer.echo(f"replayed {r.sent} events in {r.loops} full loops")
+            typer.echo(f"replayed {r.sent} events live in {r.windows} windows")
             if r.error:
                 typer.echo(f"error: replay: {r.error}", err=True)
 
