@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -204,23 +205,28 @@ def run_replay(
     return stats
 
 
+def _assign_window(frame: pd.DataFrame, seed: int, code: bool) -> pd.DataFrame:
+    first = int(frame["epoch_s"].iloc[0])
+    out = assign(frame, seed=int(np.uint32(seed * 1_000_003 + first)), code=code)
+    out["latency_ms"] = 40 + 0.15 * out["input_tokens"] + 22 * out["output_tokens"]
+    out["event_id"] = [f"{int(e * 1e6)}:{i}" for i, e in enumerate(out["epoch_s"].tolist())]
+    return out
+
+
 def workload_events(frame: pd.DataFrame, *, seed: int, stem: str, code: bool) -> list[UsageEventIn]:
     """Usage events for requests on the wall clock (epoch_s, input/output tokens).
 
-    Details: models and customers are drawn as in ``assign`` from PCG64([seed, first second
-    of the frame]); ids are ``<stem>:<epoch microseconds>:<row>``, source
+    Details: models and customers are drawn as in ``assign`` from PCG64 seeded by ``seed``
+    and the frame's first second; ids are ``<stem>:<epoch microseconds>:<row>``, source
     ``workload/<stem>/seed<seed>``, so disjoint windows never share an id.
     """
     if frame.empty:
         return []
-    first = int(frame["epoch_s"].iloc[0])
-    assigned = assign(frame, seed=int(np.uint32(seed * 1_000_003 + first)), code=code)
-    latency = 40 + 0.15 * assigned["input_tokens"] + 22 * assigned["output_tokens"]
+    x = _assign_window(frame, seed, code)
     source = f"workload/{stem}/seed{seed}"
-    epoch = assigned["epoch_s"].to_numpy(dtype=float)
     return [
         UsageEventIn(
-            id=f"{stem}:{int(e * 1e6)}:{i}",
+            id=f"{stem}:{i}",
             source=source,
             time=datetime.fromtimestamp(e, UTC),
             model=m,
@@ -231,16 +237,49 @@ def workload_events(frame: pd.DataFrame, *, seed: int, stem: str, code: bool) ->
             latency_ms=float(lat),
             status="ok",
         )
-        for i, (e, m, c, r, a, b, lat) in enumerate(
-            zip(
-                epoch,
-                assigned["model"],
-                assigned["customer"],
-                assigned["request_type"],
-                assigned["input_tokens"],
-                assigned["output_tokens"],
-                latency,
-                strict=True,
-            )
+        for i, e, m, c, r, a, b, lat in zip(
+            x["event_id"],
+            x["epoch_s"].tolist(),
+            x["model"],
+            x["customer"],
+            x["request_type"],
+            x["input_tokens"].tolist(),
+            x["output_tokens"].tolist(),
+            x["latency_ms"].tolist(),
+            strict=True,
         )
     ]
+
+
+def workload_rows(
+    frame: pd.DataFrame, *, seed: int, stem: str, code: bool, sqlite_text: bool
+) -> tuple[list[tuple[Any, ...]], pd.DataFrame]:
+    """The same requests as ``workload_events`` as billing.ingest USAGE_COLUMNS rows, and the
+    assigned frame (for the caller's per-model load).
+
+    ``sqlite_text``: times as SQLite's UTC text (billing.schemas.utc_text's format).
+    """
+    if frame.empty:
+        return [], frame.assign(model=[], customer=[], request_type=[])
+    x = _assign_window(frame, seed, code)
+    us = (x["epoch_s"].to_numpy() * 1e6).astype("int64").astype("datetime64[us]")
+    if sqlite_text:
+        times: list[Any] = [t.replace("T", " ") for t in np.datetime_as_string(us, unit="us")]
+    else:
+        times = [datetime.fromtimestamp(e, UTC) for e in x["epoch_s"].tolist()]
+    source = f"workload/{stem}/seed{seed}"
+    rows = [
+        (source, f"{stem}:{i}", t, m, c, r, a, b, lat, "ok", None)
+        for i, t, m, c, r, a, b, lat in zip(
+            x["event_id"],
+            times,
+            x["model"].tolist(),
+            x["customer"].tolist(),
+            x["request_type"].tolist(),
+            x["input_tokens"].tolist(),
+            x["output_tokens"].tolist(),
+            x["latency_ms"].tolist(),
+            strict=True,
+        )
+    ]
+    return rows, x

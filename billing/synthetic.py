@@ -16,13 +16,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from billing.replay import read_azure_trace, workload_events
+from billing.replay import read_azure_trace, workload_events, workload_rows
 from billing.schemas import UsageEventIn
 
 QUANTILE_LEVELS = (0.0, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0)
@@ -184,6 +184,18 @@ class DemoWorkload:
         """Usage events (billing.replay.workload_events) for [start, end)."""
         return workload_events(
             self.requests(start, end), seed=self.seed, stem=self.stem, code=self.code
+        )
+
+    def rows(
+        self, start: datetime, end: datetime, *, sqlite_text: bool
+    ) -> tuple[list[tuple[Any, ...]], pd.DataFrame]:
+        """The same requests as store rows and the assigned frame (billing.replay.workload_rows)."""
+        return workload_rows(
+            self.requests(start, end),
+            seed=self.seed,
+            stem=self.stem,
+            code=self.code,
+            sqlite_text=sqlite_text,
         )
 
     def describe(self) -> str:

@@ -16,6 +16,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+
+def say(*parts: object) -> None:
+    """Write one line to stdout."""
+    sys.stdout.write(" ".join(str(p) for p in parts) + "\n")
+
+
 QUANTILES = (0.0, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0)
 
 
@@ -27,15 +33,15 @@ def measure(path: Path) -> None:
     span = float(offset[-1])
     gaps = np.diff(offset)
     buckets = np.bincount((offset // 300).astype(int))[: int(span // 300)]
-    print(f"== {path.name}")
-    print(f"rows {len(df)}  first {ts.iloc[0]}  last {ts.iloc[-1]}  span_s {span:.1f}")
-    print(f"mean_rate_per_s {len(df) / span:.4f}  gap_cv {gaps.std() / gaps.mean():.3f}")
-    print("rate_per_5min_rel_mean", [round(b / buckets.mean(), 3) for b in buckets])
+    say(f"== {path.name}")
+    say(f"rows {len(df)}  first {ts.iloc[0]}  last {ts.iloc[-1]}  span_s {span:.1f}")
+    say(f"mean_rate_per_s {len(df) / span:.4f}  gap_cv {gaps.std() / gaps.mean():.3f}")
+    say("rate_per_5min_rel_mean", [round(float(b) / buckets.mean(), 3) for b in buckets])
     for col in ("ContextTokens", "GeneratedTokens"):
         q = df[col].quantile(list(QUANTILES)).to_numpy()
-        print(col, "quantiles", dict(zip(QUANTILES, [int(round(v)) for v in q], strict=True)))
-        print(col, f"mean {df[col].mean():.1f}")
-    print(
+        say(col, "quantiles", dict(zip(QUANTILES, [round(v) for v in q], strict=True)))
+        say(col, f"mean {df[col].mean():.1f}")
+    say(
         "corr(log in, log out)",
         round(
             float(

@@ -138,14 +138,15 @@ def demo(
         live = now()
         typer.echo(f"workload        {workload.describe()}")
         if fleet.demo is not None and span > timedelta(0):
-            typer.echo(f"backfilling     {history} of usage and agent ticks (every 300 s) ...")
+            typer.echo(f"backfilling     {history} of usage and agent ticks (every 600 s) ...")
             sys.stdout.flush()
             st = backfill(
                 engine, settings, workload, fleet.demo, clock, start=live - span, end=live
             )
             typer.echo(
                 f"backfilled      {st.events} requests, {st.ticks} agent ticks, "
-                f"{st.ledger_hours} ledger hours in {st.seconds:.1f} s"
+                f"{st.ledger_hours} ledger hours in {st.seconds:.1f} s (usage {st.usage_s:.1f} s, "
+                f"agents {st.ticks_s:.1f} s, rollup {st.rollup_s:.1f} s)"
             )
         r = Replayer(s.api_url, keys.ingest, workload, start=live, clock=now)
         r.start()
