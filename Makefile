@@ -35,8 +35,9 @@ prometheus:
 	    exit $$rc; \
 	  else echo "note: prometheus/promtool missing and not root: DCGM pull tests will skip"; fi; }
 
+# Demo flags pass through ARGS, e.g. make demo ARGS="--port 8001 --dashboard-port 8051 --history 2d".
 demo: setup
-	$(BIN)/costctl demo
+	$(BIN)/costctl demo $(ARGS)
 
 test: setup browser prometheus
 	$(BIN)/pytest

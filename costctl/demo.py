@@ -215,8 +215,9 @@ def backfill(
 ) -> BackfillStats:
     """Usage and agent rounds on one timeline over [start, end), then one rollup.
 
-    Usage goes through ``ingest_usage_rows`` (the API's store edge after validation), a chunk at a time; the agents
-    tick every ``tick`` of past time (each sample standing for ``tick`` seconds, as from an
+    Usage goes through ``ingest_usage_rows`` (the API's store edge after validation), a chunk
+    at a time; the agents tick every ``tick`` of past time (each sample standing for ``tick``
+    seconds, as from an
     agent at that interval) at the load of the trailing ``tick`` of usage, and ship once per
     chunk; the ledger is rolled up over the whole span at the end.
     """

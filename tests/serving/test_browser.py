@@ -7,7 +7,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +17,20 @@ from sqlalchemy.engine import Engine
 
 from billing.db import init_db, make_engine
 from billing.models import LedgerEntry, table_of
-from costctl.demo import DemoFleetHook, DemoKeys, Replayer, demo_settings, prepare
+from billing.synthetic import demo_workload
+from costctl.demo import (
+    DemoClock,
+    DemoFleetHook,
+    DemoKeys,
+    Replayer,
+    backfill,
+    demo_settings,
+    prepare,
+)
 from costctl.serve import Stack
 from costctl.settings import Settings
 from dashboard.layout import GRAPHS
 from tests.conftest import REQUIRE
-from tests.dashboard.ledger import CONV
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
@@ -54,28 +62,34 @@ def need_browser() -> None:
 
 @pytest.fixture
 def demo(tmp_path: Path) -> Iterator[tuple[Stack, DemoKeys, Engine]]:
-    """The demo stack in-process on a fresh SQLite file, replaying until ledger rows exist."""
+    """The demo stack in-process on a fresh SQLite file: the synthetic workload with two days
+    of history backfilled, then live at 1x."""
     need_browser()
-    if not CONV.exists():
-        pytest.skip(f"shared data missing: {CONV}")
     url = f"sqlite:///{tmp_path / 'demo.db'}"
     settings = demo_settings(Settings(), url, 0, 0)
     engine = make_engine(url)
     init_db(engine)
     keys = prepare(engine, settings, datetime.now(UTC))
-    fleet = DemoFleetHook(keys.ingest)
+    clock = DemoClock(lambda: datetime.now(UTC))
+    fleet = DemoFleetHook(keys.ingest, clock=clock)
     stack = Stack(
         settings,
         engine,
         clock=lambda: datetime.now(UTC),
         job_hooks=(fleet,),
         refresh_s=5.0,
-        default_window="1h",
+        default_window="7d",
     )
     stack.start()
     fleet.start_agents(stack.api_url)
+    workload = demo_workload(None, 7)
+    live = datetime.now(UTC)
+    assert fleet.demo is not None
+    backfill(
+        engine, settings, workload, fleet.demo, clock, start=live - timedelta(days=2), end=live
+    )
     replay = Replayer(
-        stack.api_url, keys.ingest, CONV, speed=120, seed=7, clock=lambda: datetime.now(UTC)
+        stack.api_url, keys.ingest, workload, start=live, clock=lambda: datetime.now(UTC)
     )
     replay.start()
     try:
