@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pandas as pd
@@ -180,7 +181,7 @@ def _steps(
     w = max(1, int(window_s // 60))
     steps: list[tuple[datetime, dict[str, float]]] = []
     if tokens.empty:
-        frames: dict[str, pd.DataFrame] = {}
+        frames: dict[str, Any] = {}
     else:
         wide = tokens.unstack("model", fill_value=0).reindex(range(m0 - w, m1 + 1), fill_value=0)
         trailing = wide.rolling(w, min_periods=1).sum().shift(1, fill_value=0)

@@ -67,7 +67,7 @@ class Stack:
         extra_jobs: Sequence[JobSpec] = (),
         panels: Panels | None = None,
         refresh_s: float = 30.0,
-        default_window: str = "24h",
+        default_window: str = "7d",
         scaler: DeploymentScaler | None = None,
     ) -> None:
         self.settings, self.engine, self.clock = settings, engine, clock

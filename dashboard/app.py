@@ -23,7 +23,7 @@ def create_dash_app(
     require_auth: bool = True,
     panels: Panels | None = None,
     refresh_s: float = 30.0,
-    default_window: str = "24h",
+    default_window: str = "7d",
     secret_key: bytes | None = None,
 ) -> Dash:
     """A Dash app over ``engine``: login, one page, one callback, GET /healthz.

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import pandas as pd
 import plotly.graph_objects as go
 from dash import Dash, Input, Output
 from sqlalchemy.engine import Engine
@@ -36,11 +37,12 @@ Panel = Callable[[datetime, Viewer], go.Figure]
 class Selection:
     """The filters as the page sends them (empty tuples mean all)."""
 
-    window: str = "24h"
+    window: str = "7d"
     customers: tuple[str, ...] = ()
     models: tuple[str, ...] = ()
     request_types: tuple[str, ...] = ()
     top_n: int = 5
+    metric: str = "cost_usd"
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class Rendered:
     kpis: tf.Kpis
     options: dict[str, list[str]]
     rows: int
+    table: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -77,15 +80,34 @@ def resolve_window(text: str, now: datetime) -> Window:
         return parse_window("24h", now)
 
 
-def usd_small(usd: float) -> str:
-    """USD with enough decimals for sub-cent unit costs, never in e-notation.
+def sig(value: float, digits: int = 3) -> str:
+    """``value`` to ``digits`` significant digits in fixed notation (never e-notation).
 
-    Details: >= 0.01 -> 4 decimals; below, 3 significant digits (0.00000255 -> "$0.00000255").
+    Details: 1,000 and more keep their integer digits with separators (12,345.6 -> "12,346");
+    0 -> "0"; at most 12 decimals.
     """
-    if usd == 0 or abs(usd) >= 0.01:
-        return f"${usd:,.4f}"
-    decimals = min(12, 2 - math.floor(math.log10(abs(usd))))
-    return f"${usd:.{decimals}f}"
+    if value == 0 or not math.isfinite(value):
+        return "0"
+    decimals = max(0, min(12, digits - 1 - math.floor(math.log10(abs(value)))))
+    return f"{value:,.{decimals}f}"
+
+
+def usd_small(usd: float) -> str:
+    """USD to 3 significant digits, never in e-notation (0.00000255 -> "$0.00000255")."""
+    return f"${sig(usd, 3)}"
+
+
+def table_records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """``tf.table_rows`` as DataTable records: numbers rounded for display, no NaN/None."""
+    out = df.assign(
+        bucket=df["bucket"].map(lambda b: f"{pd.Timestamp(b):%Y-%m-%d %H:%M}"),
+        cost_usd=df["cost_usd"].round(2),
+        gpu_hours=df["gpu_hours"].round(3),
+        usd_per_1m=[
+            float(sig(v, 4).replace(",", "")) if math.isfinite(v) else "" for v in df["usd_per_1m"]
+        ],
+    )
+    return [{str(k): v for k, v in r.items()} for r in out.to_dict("records")]
 
 
 def render(data: DashData, sel: Selection, viewer: Viewer) -> Rendered:
@@ -105,8 +127,15 @@ def render(data: DashData, sel: Selection, viewer: Viewer) -> Rendered:
         "request_type": sorted(att["request_type"].unique().tolist()),
     }
     n = max(1, sel.top_n)
+    metric = sel.metric if sel.metric in figures.METRICS else "cost_usd"
     figs = {
-        "g-cost-per-1k": figures.cost_per_1k(tf.cost_per_1k_tokens(led, freq)),
+        "g-cost-per-1m": figures.cost_per_1m(tf.cost_per_1m_tokens(led, freq)),
+        "g-series-model": figures.series(
+            tf.series(led, "model", freq), "model", metric, "By model (incl. idle)"
+        ),
+        "g-series-customer": figures.series(
+            tf.series(led, "customer", freq), "customer", metric, "By customer"
+        ),
         "g-by-customer": figures.cost_stack(
             tf.cost_stack(led, "customer", n, freq), f"Cost by customer (USD, top {n} + other)"
         ),
@@ -123,23 +152,26 @@ def render(data: DashData, sel: Selection, viewer: Viewer) -> Rendered:
             tf.device_utilization(data.devices, data.allocations)
         )
         figs["g-idle"] = figures.idle_cost(tf.idle_by_model(led))
-    return Rendered(figs, tf.kpis(led), options, len(led))
+    table = table_records(tf.table_rows(led, freq))
+    return Rendered(figs, tf.kpis(led), options, len(led), table)
 
 
 def kpi_items(k: tf.Kpis, viewer: Viewer) -> list[tuple[str, str]]:
     """Formatted headline figures (a tenant sees only what it is billed)."""
-    per_1k = "–" if k.usd_per_1k_tokens is None else usd_small(k.usd_per_1k_tokens)
+    per_1m = "–" if k.usd_per_1m_tokens is None else usd_small(k.usd_per_1m_tokens)
     items = [
         ("billed cost", f"${k.attributed_usd:,.2f}"),
-        ("cost per 1k tokens", per_1k),
+        ("billed per 1M tokens", per_1m),
         ("tokens", f"{k.tokens:,}"),
         ("requests", f"{k.requests:,}"),
     ]
     if not viewer.is_tenant:
         idle = "–" if k.idle_share is None else f"{k.idle_share:.1%}"
+        loaded = "–" if k.loaded_per_1m_tokens is None else usd_small(k.loaded_per_1m_tokens)
         items = [
             ("GPU cost (metered)", f"${k.cost_usd:,.2f}"),
             *items,
+            ("per 1M tokens incl. idle", loaded),
             ("idle + unallocated", f"${k.idle_usd + k.unallocated_usd:,.2f} ({idle})"),
             ("GPU-hours", f"{k.gpu_hours:,.2f}"),
         ]
@@ -203,6 +235,7 @@ def register(
         Output("f-customer", "options"),
         Output("f-model", "options"),
         Output("f-request-type", "options"),
+        Output("t-rows", "data"),
     ]
     inputs = [
         Input("f-window", "value"),
@@ -210,6 +243,7 @@ def register(
         Input("f-model", "value"),
         Input("f-request-type", "value"),
         Input("f-top-n", "value"),
+        Input("f-metric", "value"),
         Input("tick", "n_intervals"),
     ]
 
@@ -220,17 +254,19 @@ def register(
         models: Sequence[str] | None,
         request_types: Sequence[str] | None,
         top_n: int | None,
+        metric: str | None,
         _tick: int | None,
     ) -> list[Any]:
         viewer = current_viewer(require_auth)
         if viewer is None:  # the guard already answered 401; belt and braces
             raise PermissionError("not signed in")
         sel = Selection(
-            window or "24h",
+            window or "7d",
             _tuple(customers),
             _tuple(models),
             _tuple(request_types),
             int(top_n or 5),
+            metric or "cost_usd",
         )
         now = clock()
         out, w = render_page(engine, sel, viewer, now, panels)
@@ -245,4 +281,5 @@ def register(
             out.options["customer"],
             out.options["model"],
             out.options["request_type"],
+            out.table,
         ]

@@ -83,32 +83,69 @@ def empty(title: str, reason: str) -> go.Figure:
     return fig
 
 
-def cost_per_1k(df: pd.DataFrame) -> go.Figure:
-    """Lines per model: billed USD per 1k tokens (solid) and loaded with idle (dotted)."""
-    title = "Cost per 1k tokens by model (USD; dotted = incl. the model's idle)"
+# d3 formats: significant digits in fixed notation (never e-notation), "~" drops zeros
+SIG3 = "$.3~r"
+SIG3_PLAIN = ",.3~r"
+
+
+def cost_per_1m(df: pd.DataFrame) -> go.Figure:
+    """Lines per model: billed USD per 1M tokens (solid) and loaded with idle (dotted, open
+    markers, so it shows with a single bucket too)."""
+    title = "Cost per 1M tokens by model (USD; dotted = incl. the model's idle)"
     if df.empty:
         return empty(title, "no tokens in this window")
-    fig = _base(title, yaxis={"title": "USD / 1k tokens", "rangemode": "tozero"})
+    fig = _base(
+        title, yaxis={"title": "USD / 1M tokens", "rangemode": "tozero", "tickformat": SIG3}
+    )
     palette = fig.layout.template.layout.colorway or ()  # from TEMPLATE
     n = df["bucket"].nunique()
     for i, (model, g) in enumerate(df.groupby("model", sort=True)):
         color = palette[i % len(palette)] if palette else None
         fig.add_scatter(
             x=_x(g["bucket"], n),
-            y=g["billed_per_1k"],
+            y=g["billed_per_1m"],
             name=str(model),
             mode="lines+markers",
             line={"color": color},
             legendgroup=str(model),
+            hovertemplate=f"{model}: %{{y:{SIG3}}} per 1M tokens<extra></extra>",
         )
         fig.add_scatter(
             x=_x(g["bucket"], n),
-            y=g["loaded_per_1k"],
+            y=g["loaded_per_1m"],
             name=f"{model} incl. idle",
-            mode="lines",
+            mode="lines+markers",
             line={"color": color, "dash": "dot"},
+            marker={"symbol": "circle-open", "size": 9},
             legendgroup=str(model),
             showlegend=False,
+            hovertemplate=f"{model} incl. idle: %{{y:{SIG3}}} per 1M tokens<extra></extra>",
+        )
+    return fig
+
+
+METRICS = {
+    "cost_usd": ("cost (USD)", SIG3),
+    "tokens": ("tokens", SIG3_PLAIN),
+    "usd_per_1m": ("USD per 1M tokens", SIG3),
+}
+
+
+def series(df: pd.DataFrame, key: str, metric: str, title: str) -> go.Figure:
+    """Lines per ``key`` value of one metric over the buckets (markers show a lone bucket)."""
+    label, fmt = METRICS[metric]
+    full = f"{title}: {label}"
+    if df.empty:
+        return empty(full, "no ledger rows in this window")
+    fig = _base(full, yaxis={"title": label, "rangemode": "tozero", "tickformat": fmt})
+    n = df["bucket"].nunique()
+    for name, g in df.groupby(key, sort=True):
+        fig.add_scatter(
+            x=_x(g["bucket"], n),
+            y=g[metric],
+            name=str(name),
+            mode="lines+markers",
+            hovertemplate=f"{name}: %{{y:{fmt}}}<extra></extra>",
         )
     return fig
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dash import dcc, html
+from dash import dash_table, dcc, html
 
 from dashboard.auth import Viewer
 
@@ -19,7 +19,9 @@ WINDOWS = [
     ("this month", "month"),
 ]
 GRAPHS = {
-    "g-cost-per-1k": "cost per 1k tokens by model over time",
+    "g-cost-per-1m": "cost per 1M tokens by model over time",
+    "g-series-model": "the chosen metric per model over time",
+    "g-series-customer": "the chosen metric per customer over time",
     "g-by-customer": "cost by customer (top-N + other)",
     "g-by-request-type": "cost by request type (top-N + other)",
     "g-utilization": "GPU and MIG-slice utilization vs allocation",
@@ -72,6 +74,19 @@ def _filters(viewer: Viewer, default_window: str) -> html.Div:
                 dcc.Dropdown(id="f-request-type", multi=True, placeholder="all request types"),
             ),
             _filter(
+                "metric",
+                dcc.Dropdown(
+                    id="f-metric",
+                    options=[
+                        {"label": "cost (USD)", "value": "cost_usd"},
+                        {"label": "tokens", "value": "tokens"},
+                        {"label": "USD per 1M tokens", "value": "usd_per_1m"},
+                    ],
+                    value="cost_usd",
+                    clearable=False,
+                ),
+            ),
+            _filter(
                 "top-N",
                 dcc.Dropdown(
                     id="f-top-n",
@@ -102,7 +117,45 @@ def _header(viewer: Viewer) -> html.Div:
     )
 
 
-def page(viewer: Viewer, *, default_window: str = "24h", refresh_s: float = 30.0) -> html.Div:
+TABLE_COLUMNS = [
+    ("bucket", "bucket (UTC)", "text"),
+    ("model", "model", "text"),
+    ("customer", "customer", "text"),
+    ("request_type", "request type", "text"),
+    ("kind", "kind", "text"),
+    ("cost_usd", "cost (USD)", "numeric"),
+    ("tokens", "tokens", "numeric"),
+    ("requests", "requests", "numeric"),
+    ("gpu_hours", "GPU-hours", "numeric"),
+    ("usd_per_1m", "USD per 1M tokens", "numeric"),
+]
+
+
+def rows_table() -> html.Div:
+    """The rows in view: sortable, paged, with a CSV download (DataTable's export)."""
+    table = dash_table.DataTable(
+        id="t-rows",
+        columns=[{"id": c, "name": n, "type": t} for c, n, t in TABLE_COLUMNS],
+        data=[],
+        sort_action="native",
+        sort_mode="multi",
+        page_size=15,
+        export_format="csv",
+        export_headers="names",
+        style_table={"overflowX": "auto"},
+        style_cell={"fontSize": "12px", "padding": "4px 8px", "fontFamily": "system-ui"},
+        style_cell_conditional=[
+            {"if": {"column_type": "numeric"}, "textAlign": "right"},
+        ],
+    )
+    return html.Div(
+        [html.H4("Rows in view", style={"margin": "4px 0"}), table],
+        style={**CARD, "marginTop": "12px"},
+        title="the ledger rows in view, per bucket; Export downloads them as CSV",
+    )
+
+
+def page(viewer: Viewer, *, default_window: str = "7d", refresh_s: float = 30.0) -> html.Div:
     """The whole page for ``viewer`` (a tenant sees no fleet-wide panels)."""
     hidden = {"display": "none"}
     graphs = [
@@ -117,16 +170,20 @@ def page(viewer: Viewer, *, default_window: str = "24h", refresh_s: float = 30.0
         [
             _header(viewer),
             _filters(viewer, default_window),
-            html.Div(id="kpis", style={"display": "flex", "gap": "12px", "margin": "8px 0"}),
+            html.Div(
+                id="kpis",
+                style={"display": "flex", "flexWrap": "wrap", "gap": "12px", "margin": "8px 0"},
+            ),
             html.Div(id="status", style={"fontSize": "12px", "color": "#777"}),
             html.Div(
                 graphs,
                 style={
                     "display": "grid",
-                    "gridTemplateColumns": "repeat(auto-fit, minmax(560px, 1fr))",
+                    "gridTemplateColumns": "repeat(auto-fit, minmax(460px, 1fr))",
                     "gap": "12px",
                 },
             ),
+            rows_table(),
             dcc.Interval(id="tick", interval=int(refresh_s * 1000)),
         ],
         style={
@@ -144,9 +201,9 @@ def kpi_cards(items: list[tuple[str, str]]) -> list[html.Div]:
         html.Div(
             [
                 html.Div(label, style={"fontSize": "12px", "color": "#666"}),
-                html.Div(value, style={"fontSize": "22px", "fontWeight": "600"}),
+                html.Div(value, style={"fontSize": "20px", "fontWeight": "600"}),
             ],
-            style={**CARD, "padding": "8px 14px", "minWidth": "150px"},
+            style={**CARD, "padding": "8px 14px", "minWidth": "130px"},
             className="kpi",
         )
         for label, value in items

@@ -59,7 +59,7 @@ def _wow(cur: pd.DataFrame, prev: pd.DataFrame, keys: list[str]) -> pd.DataFrame
         m[c] = m[c].astype("int64")
     m["tokens"] = m["input_tokens"] + m["output_tokens"]
     m["cost_usd"] = m["cost_cents"] / 100.0
-    m["usd_per_1k_tokens"] = m["cost_usd"] / m["tokens"].where(m["tokens"] > 0) * 1000
+    m["usd_per_1m_tokens"] = m["cost_usd"] / m["tokens"].where(m["tokens"] > 0) * 1e6
     m["gpu_hours"] = m["gpu_seconds"] / 3600.0
     m["prev_cost_usd"] = m["prev_cost_cents"] / 100.0
     m["wow_change_usd"] = (m["cost_cents"] - m["prev_cost_cents"]) / 100.0
@@ -126,7 +126,7 @@ def build_weekly(
                 "requests": k.requests,
                 "tokens": k.tokens,
                 "gpu_hours": round(k.gpu_hours, 4),
-                "usd_per_1k_tokens": k.usd_per_1k_tokens,
+                "usd_per_1m_tokens": k.usd_per_1m_tokens,
                 "prev_metered_cost_usd": kp.cost_usd,
                 "wow_change_usd": round(k.cost_usd - kp.cost_usd, 2),
                 "wow_change_pct": round((k.cost_usd - kp.cost_usd) / kp.cost_usd * 100, 2)

@@ -39,9 +39,14 @@ class Kpis:
     gpu_hours: float
 
     @property
-    def usd_per_1k_tokens(self) -> float | None:
-        """Billed (attributed) USD per 1,000 tokens; None without tokens."""
-        return self.attributed_usd / self.tokens * 1000 if self.tokens else None
+    def usd_per_1m_tokens(self) -> float | None:
+        """Billed (attributed) USD per 1,000,000 tokens; None without tokens."""
+        return self.attributed_usd / self.tokens * 1e6 if self.tokens else None
+
+    @property
+    def loaded_per_1m_tokens(self) -> float | None:
+        """Attributed + idle USD per 1,000,000 tokens (what serving them cost); None without."""
+        return (self.attributed_usd + self.idle_usd) / self.tokens * 1e6 if self.tokens else None
 
     @property
     def idle_share(self) -> float | None:
@@ -85,24 +90,57 @@ def _with_bucket(ledger: pd.DataFrame, freq: str) -> pd.DataFrame:
     )
 
 
-def cost_per_1k_tokens(ledger: pd.DataFrame, freq: str) -> pd.DataFrame:
-    """Per bucket x model: tokens, billed and idle USD, billed and loaded USD per 1k tokens.
+def cost_per_1m_tokens(ledger: pd.DataFrame, freq: str) -> pd.DataFrame:
+    """Per bucket x model: tokens, billed and idle USD, billed and loaded USD per 1M tokens.
 
-    Details: billed_per_1k = attributed USD / tokens x 1000; loaded_per_1k adds the model's
-    idle USD (what the model really cost per 1k tokens). Buckets without tokens are dropped.
+    Details: billed_per_1m = attributed USD / tokens x 1e6; loaded_per_1m adds the model's
+    idle USD (what the model really cost per 1M tokens). Buckets without tokens are dropped.
     """
     cols = ["bucket", "model", "tokens", "billed_usd", "idle_usd"]
     d = _with_bucket(ledger[ledger["kind"].isin([ATTRIBUTED, IDLE])], freq)
     if d.empty:
-        return pd.DataFrame(columns=[*cols, "billed_per_1k", "loaded_per_1k"])
+        return pd.DataFrame(columns=[*cols, "billed_per_1m", "loaded_per_1m"])
     d["billed_usd"] = d["cost_usd"].where(d["kind"] == ATTRIBUTED, 0.0)
     d["idle_usd"] = d["cost_usd"].where(d["kind"] == IDLE, 0.0)
     g = d.groupby(["bucket", "model"], sort=True)[["tokens", "billed_usd", "idle_usd"]].sum()
     g = g.reset_index()
     g = g[g["tokens"] > 0].reset_index(drop=True)
-    g["billed_per_1k"] = g["billed_usd"] / g["tokens"] * 1000
-    g["loaded_per_1k"] = (g["billed_usd"] + g["idle_usd"]) / g["tokens"] * 1000
+    g["billed_per_1m"] = g["billed_usd"] / g["tokens"] * 1e6
+    g["loaded_per_1m"] = (g["billed_usd"] + g["idle_usd"]) / g["tokens"] * 1e6
     return g
+
+
+def series(ledger: pd.DataFrame, key: str, freq: str) -> pd.DataFrame:
+    """Per bucket x ``key`` (model or customer): cost_usd, tokens, usd_per_1m (None-free: NaN
+    where a bucket has no tokens). By model, cost includes the model's idle rows; by
+    customer only attributed rows count (idle belongs to no customer)."""
+    kinds = [ATTRIBUTED, IDLE] if key == "model" else [ATTRIBUTED]
+    d = _with_bucket(ledger[ledger["kind"].isin(kinds)], freq)
+    cols = ["bucket", key, "cost_usd", "tokens", "usd_per_1m"]
+    if d.empty:
+        return pd.DataFrame(columns=cols)
+    g = d.groupby(["bucket", key], sort=True)[["cost_usd", "tokens"]].sum().reset_index()
+    g["usd_per_1m"] = (g["cost_usd"] / g["tokens"].where(g["tokens"] > 0) * 1e6).astype(float)
+    return g[cols]
+
+
+TABLE_KEYS = ["bucket", "model", "customer", "request_type", "kind"]
+
+
+def table_rows(ledger: pd.DataFrame, freq: str) -> pd.DataFrame:
+    """The rows in view per bucket x model x customer x request type x kind: cost_usd, tokens,
+    requests, gpu_hours, usd_per_1m (NaN without tokens), largest cost first."""
+    cols = [*TABLE_KEYS, "cost_usd", "tokens", "requests", "gpu_hours", "usd_per_1m"]
+    d = _with_bucket(ledger, freq)
+    if d.empty:
+        return pd.DataFrame(columns=cols)
+    d = d.assign(gpu_hours=d["gpu_seconds"] / 3600.0)
+    for k in ("model", "customer", "request_type"):
+        d[k] = d[k].fillna("").astype(str)
+    g = d.groupby(TABLE_KEYS, sort=False)[["cost_usd", "tokens", "requests", "gpu_hours"]].sum()
+    g = g.reset_index().sort_values("cost_usd", ascending=False, kind="stable")
+    g["usd_per_1m"] = (g["cost_usd"] / g["tokens"].where(g["tokens"] > 0) * 1e6).astype(float)
+    return g[cols].reset_index(drop=True)
 
 
 def top_n_with_other(df: pd.DataFrame, key: str, n: int, value: str = "cost_usd") -> pd.DataFrame:

@@ -63,12 +63,12 @@ def test_report_matches_the_ledger(two_weeks: Engine) -> None:
     key = ("acme", "llama-3-70b", "chat")
     assert got.loc[key, "cost_usd"] == pytest.approx(want.loc[key, "cost_usd"])
     assert got.loc[key, "tokens"] == want.loc[key, "input_tokens"] + want.loc[key, "output_tokens"]
-    per_1k = (
+    per_1m = (
         want.loc[key, "cost_usd"]
         / (want.loc[key, "input_tokens"] + want.loc[key, "output_tokens"])
-        * 1000
+        * 1e6
     )
-    assert got.loc[key, "usd_per_1k_tokens"] == pytest.approx(per_1k, rel=1e-5)
+    assert got.loc[key, "usd_per_1m_tokens"] == pytest.approx(per_1m, rel=1e-5)
     prev = query_costs(two_weeks, PREV, group_by=[], filters={"kind": "attributed"})
     assert r.lines["prev_cost_usd"].sum() == pytest.approx(prev["cost_usd"].iloc[0])
     # WoW per line = this week - last week

@@ -69,7 +69,15 @@ def test_render_admin_numbers(built: Engine) -> None:
     by_kind = query_costs(built, WHOLE, group_by=["kind"]).set_index("kind")["cost_cents"]
     assert out.kpis.attributed_usd == pytest.approx(by_kind["attributed"] / 100)
     assert out.kpis.idle_usd == pytest.approx(by_kind["idle"] / 100)
-    for gid in ("g-cost-per-1k", "g-by-customer", "g-by-request-type", "g-utilization", "g-idle"):
+    for gid in (
+        "g-cost-per-1m",
+        "g-series-model",
+        "g-series-customer",
+        "g-by-customer",
+        "g-by-request-type",
+        "g-utilization",
+        "g-idle",
+    ):
         fig = out.figures[gid]
         assert len(fig.data) > 0, gid
     # stacked customer bars add up to the metered cost, with top 3 + other + idle + unallocated
@@ -79,6 +87,10 @@ def test_render_admin_numbers(built: Engine) -> None:
     assert names[0] == "acme" and "other" in names and len(names) == 6
     assert out.options["customer"][0] == "acme" and len(out.options["customer"]) == 8
     assert out.options["model"] == ["llama-3-70b", "llama-3-8b", "mistral-7b", "mixtral-8x7b"]
+    # the table holds every cent in view, numbers rounded for display, no None/NaN
+    assert sum(r["cost_usd"] for r in out.table) == pytest.approx(69.27, abs=0.01 * len(out.table))
+    assert all(r["usd_per_1m"] is not None for r in out.table)
+    assert {r["kind"] for r in out.table} == {"attributed", "idle", "unallocated"}
     util = out.figures["g-utilization"].data
     allocated = dict(zip(util[0].y, util[0].x, strict=True))
     used = dict(zip(util[1].y, util[1].x, strict=True))
@@ -103,7 +115,7 @@ def test_render_filters(built: Engine) -> None:
     )
     assert out.kpis.cost_usd == pytest.approx(want["cost_usd"].iloc[0])
     assert out.kpis.requests == int(want["requests"].iloc[0]) > 0
-    lines = out.figures["g-cost-per-1k"].data
+    lines = out.figures["g-cost-per-1m"].data
     assert {t.name for t in lines if t.showlegend is not False} == {"llama-3-8b"}
 
 

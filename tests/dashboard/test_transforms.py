@@ -54,8 +54,9 @@ def test_kpis() -> None:
     assert k.attributed_usd == pytest.approx(17.90)
     assert k.idle_usd == pytest.approx(2.50) and k.unallocated_usd == pytest.approx(1.00)
     assert k.tokens == 39000 and k.requests == 37
-    # 17.90 USD / 39,000 tokens x 1000 = 0.45897 USD per 1k tokens
-    assert k.usd_per_1k_tokens == pytest.approx(17.90 / 39)
+    # 17.90 USD / 39,000 tokens x 1e6 = 458.97 USD per 1M tokens; with 2.50 idle 523.08
+    assert k.usd_per_1m_tokens == pytest.approx(17.90 / 39000 * 1e6)
+    assert k.loaded_per_1m_tokens == pytest.approx(20.40 / 39000 * 1e6)
     assert k.idle_share == pytest.approx(3.50 / 21.40)
     assert k.gpu_hours == pytest.approx(11160 / 3600)
 
@@ -70,22 +71,41 @@ def test_filters_keep_idle_for_model_only() -> None:
     assert r["cost_cents"].tolist() == [40]
 
 
-def test_cost_per_1k_tokens_hourly() -> None:
-    df = tf.cost_per_1k_tokens(L, "h").set_index(["bucket", "model"])
+def test_cost_per_1m_tokens_hourly() -> None:
+    df = tf.cost_per_1m_tokens(L, "h").set_index(["bucket", "model"])
     h0 = pd.Timestamp(T0)
-    # llama hour 0: 7.50 USD billed over 15,000 tokens = 0.50 / 1k; with 2.50 idle: 0.6667
-    assert df.loc[(h0, "llama"), "billed_per_1k"] == pytest.approx(0.5)
-    assert df.loc[(h0, "llama"), "loaded_per_1k"] == pytest.approx(10.0 / 15)
-    assert df.loc[(h0, "mistral"), "billed_per_1k"] == pytest.approx(0.1)  # 0.40 / 4k
-    assert df.loc[(h0 + H, "llama"), "billed_per_1k"] == pytest.approx(0.5)  # 10 / 20k
+    # llama hour 0: 7.50 USD billed over 15,000 tokens = 500 / 1M; with 2.50 idle: 666.67
+    assert df.loc[(h0, "llama"), "billed_per_1m"] == pytest.approx(500.0)
+    assert df.loc[(h0, "llama"), "loaded_per_1m"] == pytest.approx(10.0 / 15000 * 1e6)
+    assert df.loc[(h0, "mistral"), "billed_per_1m"] == pytest.approx(100.0)  # 0.40 / 4k
+    assert df.loc[(h0 + H, "llama"), "billed_per_1m"] == pytest.approx(500.0)  # 10 / 20k
     assert UNALLOCATED not in df.index.get_level_values("model")
 
 
-def test_cost_per_1k_daily_bucket_and_empty() -> None:
-    df = tf.cost_per_1k_tokens(L, "D")
+def test_cost_per_1m_daily_bucket_and_empty() -> None:
+    df = tf.cost_per_1m_tokens(L, "D")
     llama = df[df["model"] == "llama"].iloc[0]
-    assert llama["tokens"] == 35000 and llama["billed_per_1k"] == pytest.approx(17.5 / 35)
-    assert tf.cost_per_1k_tokens(L.iloc[0:0], "h").empty
+    assert llama["tokens"] == 35000 and llama["billed_per_1m"] == pytest.approx(17.5 / 0.035)
+    assert tf.cost_per_1m_tokens(L.iloc[0:0], "h").empty
+
+
+def test_series_by_model_includes_idle_by_customer_not() -> None:
+    by_model = tf.series(L, "model", "D").set_index("model")
+    # llama: 17.50 billed + 2.50 idle over 35,000 tokens
+    assert by_model.loc["llama", "cost_usd"] == pytest.approx(20.0)
+    assert by_model.loc["llama", "usd_per_1m"] == pytest.approx(20.0 / 35000 * 1e6)
+    by_customer = tf.series(L, "customer", "D")
+    assert by_customer["cost_usd"].sum() == pytest.approx(17.90)  # attributed only
+    assert tf.series(L.iloc[0:0], "model", "D").empty
+
+
+def test_table_rows_add_up_and_sort_by_cost() -> None:
+    t = tf.table_rows(L, "h")
+    assert t["cost_usd"].sum() == pytest.approx(21.40)
+    assert t["cost_usd"].is_monotonic_decreasing
+    assert list(t.columns[:5]) == ["bucket", "model", "customer", "request_type", "kind"]
+    unalloc = t[t["kind"] == UNALLOCATED]
+    assert unalloc["usd_per_1m"].isna().all()  # no tokens: NaN, shown blank (never "None")
 
 
 def test_cost_stack_top_n_other_and_idle_labels() -> None:
@@ -184,8 +204,10 @@ def test_bucket_freq() -> None:
         (2.552e-06, "$0.00000255"),
         (0.000999, "$0.000999"),
         (0.0123, "$0.0123"),
-        (1.5, "$1.5000"),
-        (0.0, "$0.0000"),
+        (1.5, "$1.50"),
+        (2.2834, "$2.28"),
+        (1234.5, "$1,234"),
+        (0.0, "$0"),
     ],
 )
 def test_unit_cost_is_never_in_e_notation(usd: float, text: str) -> None:
