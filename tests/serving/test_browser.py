@@ -4,6 +4,7 @@ artifacts/ (gitignored)."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -158,10 +159,75 @@ def wait_points(driver: Any, ids: list[str], timeout: float = 60) -> dict[str, i
     return points
 
 
+E_NOTATION = re.compile(r"(?<![0-9a-fA-F-])\d+(\.\d+)?[eE][+-]\d+\b")
+MONEY = re.compile(r"^\$[0-9][0-9,]*(\.[0-9]+)?$")
+TRACES_JS = """
+return document.querySelector('#' + arguments[0] + ' .js-plotly-plot')._fullData.map(
+  function (t) { return {name: t.name, mode: t.mode, dash: t.line && t.line.dash,
+                         n: t._length, x: Array.from(t.x || []).map(String)}; });
+"""
+
+
+def kpi(driver: Any, label: str) -> str:
+    from selenium.webdriver.common.by import By
+
+    for card in driver.find_elements(By.CLASS_NAME, "kpi"):
+        lines = card.text.splitlines()
+        if lines and lines[0] == label:
+            return str(lines[1])
+    raise AssertionError(f"no KPI {label!r}")
+
+
+def check_values(driver: Any, engine: Engine) -> None:
+    """Numbers in the DOM: per-1M units against the ledger, no e-notation, the idle line,
+    daily buckets over the 7-day default, the rows table and its CSV export."""
+    from selenium.webdriver.common.by import By
+
+    t = table_of(LedgerEntry).c
+    with engine.connect() as c:
+        cents, tokens = c.execute(
+            select(func.sum(t.cost_cents), func.sum(t.input_tokens + t.output_tokens)).where(
+                t.kind == "attributed"
+            )
+        ).one()
+    want = cents / 100 / tokens * 1e6
+    text = kpi(driver, "billed per 1M tokens")
+    assert MONEY.match(text), text
+    assert float(text[1:].replace(",", "")) == pytest.approx(want, rel=0.05)
+    assert len(text[1:].replace(",", "").replace(".", "").lstrip("0")) <= 4  # 2-4 digits
+    body = driver.find_element(By.TAG_NAME, "body").text
+    assert not E_NOTATION.search(body), E_NOTATION.search(body)
+    assert "None" not in body and "NaN" not in body
+    traces = driver.execute_script(TRACES_JS, "g-cost-per-1m")
+    idle = [x for x in traces if x["dash"] == "dot"]
+    assert idle and all("markers" in x["mode"] and x["n"] >= 1 for x in idle), traces
+    days = {x for tr in traces for x in tr["x"]}
+    assert len(days) >= 3, days  # two days of history + today, one bucket a day
+    assert all(re.match(r"^\d{4}-\d{2}-\d{2}", d) for d in days), days
+    rows = driver.find_elements(By.CSS_SELECTOR, "#t-rows tr td")
+    assert len(rows) > 10
+    assert driver.find_elements(By.CSS_SELECTOR, "#t-rows button.export")  # CSV download
+    costs = driver.execute_script(
+        "return Array.from(document.querySelectorAll('#t-rows td[data-dash-column=cost_usd]'))"
+        ".map(function (td) { return parseFloat(td.innerText); });"
+    )
+    assert costs == sorted(costs, reverse=True) and costs[0] > 0  # largest cost first
+
+
+def check_1024(driver: Any) -> None:
+    """At 1024 px wide the page has no horizontal overflow (screenshot kept)."""
+    driver.set_window_size(1024, 2600)
+    time.sleep(1)
+    width = driver.execute_script("return document.documentElement.scrollWidth")
+    driver.save_screenshot(str(ARTIFACTS / "dashboard-1024.png"))
+    assert width <= 1024, width
+    driver.set_window_size(1400, 2600)
+
+
 def test_dashboard_in_chromium(demo: tuple[Stack, DemoKeys, Engine], tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
 
-    stack, keys, _engine = demo
+    stack, keys, engine = demo
     ARTIFACTS.mkdir(exist_ok=True)
     driver = chrome(tmp_path)
     try:
@@ -171,10 +237,12 @@ def test_dashboard_in_chromium(demo: tuple[Stack, DemoKeys, Engine], tmp_path: P
         empty = {g: n for g, n in points.items() if n <= 0}
         assert not empty, f"charts without data: {empty}"
         kpis = driver.find_elements(By.CLASS_NAME, "kpi")
-        assert len(kpis) == 7 and "$" in kpis[0].text
+        assert len(kpis) == 8 and "$" in kpis[0].text
+        check_values(driver, engine)
+        check_1024(driver)
 
         sign_in(driver, stack.dashboard_url, keys.tenant)
-        tenant_graphs = ["g-cost-per-1k", "g-by-customer", "g-by-request-type", "g-budget"]
+        tenant_graphs = ["g-cost-per-1m", "g-by-customer", "g-by-request-type", "g-budget"]
         points = wait_points(driver, tenant_graphs)
         driver.save_screenshot(str(ARTIFACTS / "dashboard-acme.png"))
         assert all(n > 0 for n in points.values()), points
