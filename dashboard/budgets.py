@@ -86,6 +86,21 @@ def burn_series(
     )
 
 
+def projection(
+    series: pd.DataFrame, start: datetime, end: datetime, now: datetime
+) -> tuple[pd.Timestamp, float] | None:
+    """(period end, pct) if the period's run rate so far holds to its end (pure); None before
+    any time has passed.
+
+    Details: pct_end = pct_now x (end - start) / (now - start), a straight line from now.
+    """
+    elapsed = (now - start).total_seconds()
+    if elapsed <= 0 or series.empty:
+        return None
+    pct_now = float(series["pct"].iloc[-1])
+    return pd.Timestamp(end), pct_now * (end - start).total_seconds() / elapsed
+
+
 def read_usage(engine: Engine, scope: Scope, start: datetime, end: datetime) -> pd.DataFrame:
     """Attributed tokens per hour x model inside ``scope`` from the ledger (summed in SQL)."""
     t = table_of(LedgerEntry).c
@@ -109,8 +124,13 @@ def read_usage(engine: Engine, scope: Scope, start: datetime, end: datetime) -> 
     return df
 
 
-def burn_figure(series: dict[str, pd.DataFrame], budgets: Sequence[Budget]) -> go.Figure:
-    """One line per budget (% of its hard limit), the hard line at 100 % and soft lines."""
+def burn_figure(
+    series: dict[str, pd.DataFrame],
+    budgets: Sequence[Budget],
+    projections: dict[str, tuple[pd.Timestamp, float] | None] | None = None,
+) -> go.Figure:
+    """One line per budget (% of its hard limit) over its period to date, a dotted projection
+    to the period's end at the run rate so far, the hard line at 100 % and soft lines."""
     if not budgets:
         return figures.empty(TITLE, "no budgets defined (costctl budgets set ...)")
     fig = go.Figure()
@@ -121,22 +141,41 @@ def burn_figure(series: dict[str, pd.DataFrame], budgets: Sequence[Budget]) -> g
         margin={"l": 60, "r": 20, "t": 50, "b": 40},
         yaxis={"title": "% of limit", "rangemode": "tozero"},
     )
-    for b in budgets:
-        s = series[b.name]
+    palette = list(figures.TEMPLATE["layout"]["colorway"])  # type: ignore[index]
+    for i, b in enumerate(budgets):
+        s, color = series[b.name], palette[i % len(palette)]
         fig.add_scatter(
             x=s["hour"],
             y=s["pct"],
             name=f"{b.name} ({b.scope.label()}, {b.period.value})",
             mode="lines+markers",
+            line={"color": color},
             customdata=s["spent_usd"],
             hovertemplate="%{y:.1f}% ($%{customdata:,.2f})<extra></extra>",
         )
-    fig.add_hline(y=100, line={"color": "#d62728", "width": 2}, annotation_text="hard limit")
+        p = (projections or {}).get(b.name)
+        if p is not None and not s.empty:
+            fig.add_scatter(
+                x=[s["hour"].iloc[-1], p[0]],
+                y=[float(s["pct"].iloc[-1]), p[1]],
+                name=f"{b.name} projected",
+                mode="lines+markers",
+                line={"color": color, "dash": "dot"},
+                marker={"symbol": "circle-open"},
+                hovertemplate="projected %{y:.0f}% at %{x}<extra></extra>",
+            )
+    fig.add_hline(
+        y=100,
+        line={"color": "#d62728", "width": 2},
+        annotation_text="hard limit",
+        annotation_position="top left",
+    )
     for ratio in sorted({b.soft_ratio for b in budgets}):
         fig.add_hline(
             y=ratio * 100,
             line={"color": "#ff7f0e", "dash": "dash"},
             annotation_text=f"soft {ratio:.0%}",
+            annotation_position="bottom left",
         )
     return fig
 
@@ -159,7 +198,9 @@ def make_budget_panel(
             )
             for b in budgets
         }
-        return burn_figure(series, budgets)
+        bounds = {b.name: period_bounds(b.period, now) for b in budgets}
+        proj = {n: projection(series[n], a, e, now) for n, (a, e) in bounds.items()}
+        return burn_figure(series, budgets, proj)
 
     return panel
 

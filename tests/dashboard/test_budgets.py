@@ -13,7 +13,7 @@ from billing.enforcement.models import BudgetAction, Period
 from billing.enforcement.schemas import BudgetCreate
 from billing.enforcement.store import set_budget
 from dashboard.auth import Viewer
-from dashboard.budgets import burn_series, make_budget_panel, visible
+from dashboard.budgets import burn_series, make_budget_panel, projection, visible
 from tests.dashboard.ledger import CONV, build_ledger
 from tests.utils.factories import T0
 
@@ -62,6 +62,15 @@ def test_burn_series_global_and_scoped() -> None:
     assert nxt["spent_usd"].tolist() == [0.0]
 
 
+def test_projection_runs_the_rate_so_far_to_the_period_end() -> None:
+    now = T0 + timedelta(hours=5)
+    s = burn_series(USAGE, budget(), PRICES.__getitem__, now)
+    end, pct = projection(s, T0, T0 + timedelta(days=1), now) or (None, 0.0)
+    # 60 % after 5 h of a 24 h period -> 60 x 24 / 5 = 288 % at the end of the day
+    assert end == pd.Timestamp(T0 + timedelta(days=1)) and pct == pytest.approx(288.0)
+    assert projection(s, T0, T0 + timedelta(days=1), T0) is None
+
+
 def test_visible_budgets_for_a_tenant() -> None:
     bs = [budget(name="g"), budget(name="a", scope=Scope(customer="acme"))]
     assert [b.name for b in visible(bs, Viewer("x", "read", customer="acme"))] == ["a"]
@@ -80,7 +89,9 @@ def test_panel_ends_at_the_enforcement_truth(engine: Engine) -> None:
         now=T0,
     )
     fig = make_budget_panel(engine, BillingConfig())(now, Viewer("admin", "admin"))
-    assert len(fig.data) == 1
+    assert [t.name for t in fig.data] == ["acme-day (customer=acme, daily)", "acme-day projected"]
+    assert fig.data[1].x[-1] == pd.Timestamp(T0 + timedelta(days=1))  # to the period's end
+    assert fig.data[1].y[-1] == pytest.approx(fig.data[0].y[-1] * 24 / 3)
     truth = budget_burn(engine, BillingConfig().enforcement, now)[0]
     # ledger-priced curve ends at the usage-event truth (rounding: < 1 µUSD per model group)
     assert fig.data[0].customdata[-1] == pytest.approx(truth.spent_micros / 1e6, abs=1e-4)

@@ -204,6 +204,10 @@ def check_values(driver: Any, engine: Engine) -> None:
     days = {x for tr in traces for x in tr["x"]}
     assert len(days) >= 3, days  # two days of history + today, one bucket a day
     assert all(re.match(r"^\d{4}-\d{2}-\d{2}", d) for d in days), days
+    burn = driver.execute_script(TRACES_JS, "g-budget")
+    projected = [x for x in burn if str(x["name"]).endswith("projected")]
+    assert len(projected) == 2 and all(x["dash"] == "dot" for x in projected), burn
+    assert all(len(x["x"]) == 2 for x in projected)  # now -> the period's end
     rows = driver.find_elements(By.CSS_SELECTOR, "#t-rows tr td")
     assert len(rows) > 10
     assert driver.find_elements(By.CSS_SELECTOR, "#t-rows button.export")  # CSV download
