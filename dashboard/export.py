@@ -19,6 +19,7 @@ from billing.config import BillingConfig, ExportFormat
 from billing.windows import Window, WindowError, iso_week
 from dashboard import figures
 from dashboard.budgets import budget_status_frame
+from dashboard.finance import text_frame, write_csv, write_xlsx
 from dashboard.queries import read_ledger
 from dashboard.report import WeeklyReport, build_weekly
 
@@ -61,7 +62,7 @@ def write_report(report: WeeklyReport, out_dir: Path, fmt: ExportFormat) -> list
     if fmt == "csv":
         paths = [out_dir / f"{stem}-{name}.csv" for name in tables]
         for path, df in zip(paths, tables.values(), strict=True):
-            df.to_csv(path, index=False)
+            write_csv(df, path)
         return paths
     if fmt == "parquet":
         paths = [out_dir / f"{stem}-{name}.parquet" for name in tables]
@@ -70,9 +71,7 @@ def write_report(report: WeeklyReport, out_dir: Path, fmt: ExportFormat) -> list
         return paths
     if fmt == "xlsx":
         path = out_dir / f"{stem}.xlsx"
-        with pd.ExcelWriter(path, engine="openpyxl") as xw:
-            for name, df in tables.items():
-                df.to_excel(xw, sheet_name=name, index=False)
+        write_xlsx(tables, path)
         return [path]
     if fmt == "html":
         path = out_dir / f"{stem}.html"
@@ -128,7 +127,7 @@ def _table(title: str, df: pd.DataFrame) -> str:
     body = (
         "<p><em>none</em></p>"
         if df.empty
-        else df.to_html(index=False, float_format=lambda v: f"{v:,.4f}", na_rep="", border=0)
+        else text_frame(df).to_html(index=False, na_rep="", border=0)
     )
     return f"<h2>{html.escape(title)}</h2>{body}"
 
@@ -137,7 +136,13 @@ def render_html(report: WeeklyReport) -> str:
     """One self-contained page: summary, charts, then every table."""
     s = report.summary.iloc[0]
     charts = [
-        pio.to_html(f, full_html=False, include_plotlyjs=(i == 0), default_width="100%")
+        pio.to_html(
+            f,
+            full_html=False,
+            include_plotlyjs=(i == 0),
+            default_width="100%",
+            config={"displayModeBar": False, "staticPlot": True},
+        )
         for i, f in enumerate(report_figures(report))
     ]
     wow = "n/a" if pd.isna(s["wow_change_pct"]) else f"{s['wow_change_pct']:+.1f}%"
@@ -164,6 +169,11 @@ def render_html(report: WeeklyReport) -> str:
         "table{border-collapse:collapse;font-size:13px;margin-bottom:1.5em}"
         "th,td{padding:3px 9px;border-bottom:1px solid #ddd;text-align:right}"
         "th{background:#f0f2f5}td:first-child,th:first-child{text-align:left}"
+        "@media print{body{margin:0;max-width:none;font-size:10px}"
+        "table{font-size:9px;width:100%;page-break-inside:auto}tr{page-break-inside:avoid}"
+        "th,td{padding:1px 4px}h2{page-break-after:avoid}"
+        ".plotly-graph-div{page-break-inside:avoid;max-width:100%}}"
+        "@page{size:A4 landscape;margin:12mm}"
     )
     return (
         "<!doctype html><html><head><meta charset='utf-8'>"

@@ -1,6 +1,7 @@
 """Weekly cost review: built from a real two-week ledger, written in every format, read back
 and checked against the ledger totals."""
 
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -109,7 +110,28 @@ def test_every_format_reads_back(two_weeks: Engine, tmp_path: Path) -> None:
     xl = pd.read_excel(tmp_path / f"costctl-weekly-{WEEK}.xlsx", sheet_name=None)
     assert xl["lines"]["cost_usd"].sum() + xl["idle"]["cost_usd"].sum() == pytest.approx(total)
     assert xl["summary"]["metered_cost_usd"].iloc[0] == pytest.approx(total)
+    # finance-ready text: fixed decimals, no e-notation, no "None"
+    for path in tmp_path.glob("*.csv"):
+        text = path.read_text()
+        assert not re.search(r"\d[eE][+-]\d", text), path.name
+        assert "None" not in text and "nan" not in text.lower().replace("nanosec", ""), path.name
+    raw = pd.read_csv(
+        tmp_path / f"costctl-weekly-{WEEK}-lines.csv", dtype=str, keep_default_na=False
+    )
+    assert all(re.fullmatch(r"-?\d+\.\d{2}", v) for v in raw["cost_usd"])
+    assert all(v == "" or re.fullmatch(r"\d+\.\d{4}", v) for v in raw["usd_per_1m_tokens"])
+    # XLSX: numbers with formats, widths, a frozen bold header, one sheet per table
+    full = openpyxl.load_workbook(tmp_path / f"costctl-weekly-{WEEK}.xlsx")
+    ws = full["lines"]
+    assert ws.freeze_panes == "A2" and ws["A1"].font.b
+    head = [c.value for c in ws[1]]
+    cost = ws.cell(row=2, column=head.index("cost_usd") + 1)
+    assert isinstance(cost.value, float) and cost.number_format == "#,##0.00"
+    req = ws.cell(row=2, column=head.index("requests") + 1)
+    assert isinstance(req.value, int) and req.number_format == "#,##0"
+    assert ws.column_dimensions["A"].width >= len("customer")
     page = (tmp_path / f"costctl-weekly-{WEEK}.html").read_text()
+    assert "@media print" in page and '"displayModeBar": false' in page
     assert page.count('class="plotly-graph-div"') == 3
     assert "costctl weekly cost review" in page and "$69.27" in page
     assert "acme-weekly" in page
