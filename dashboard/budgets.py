@@ -10,7 +10,7 @@ at most one rollup interval. The weekly review's status comes from
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -21,7 +21,7 @@ from billing.config import BillingConfig
 from billing.enforcement.burn import budget_burn
 from billing.enforcement.config import EnforcementConfig
 from billing.enforcement.domain import DIMS, Budget, Scope, period_bounds
-from billing.enforcement.models import MICROS
+from billing.enforcement.models import MICROS, Period
 from billing.enforcement.store import load_policy
 from billing.models import LedgerEntry, LedgerKind, table_of
 from dashboard import figures
@@ -205,9 +205,10 @@ def make_budget_panel(
     return panel
 
 
-def budget_status_frame(engine: Engine, config: EnforcementConfig, as_of: datetime) -> pd.DataFrame:
-    """Every budget's burn at ``as_of`` as BUDGET_COLUMNS + USD columns (for the review)."""
-    rows = []
+def _burn_rows(
+    engine: Engine, config: EnforcementConfig, as_of: datetime
+) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
     for burn in budget_burn(engine, config, as_of):
         b = burn.budget
         rows.append(
@@ -225,6 +226,38 @@ def budget_status_frame(engine: Engine, config: EnforcementConfig, as_of: dateti
                 "action": b.action.value,
             }
         )
+    return rows
+
+
+def budget_status_frame(engine: Engine, config: EnforcementConfig, as_of: datetime) -> pd.DataFrame:
+    """Every budget's burn at ``as_of`` as BUDGET_COLUMNS + USD columns (for the review)."""
+    return _frame(_burn_rows(engine, config, as_of))
+
+
+def budget_period_frame(
+    engine: Engine, config: EnforcementConfig, start: datetime, end: datetime
+) -> pd.DataFrame:
+    """Every budget judged per its own period inside [start, end): a daily budget once per
+    day (at each day's end), a weekly or monthly one at ``end``; ``worst`` marks each
+    budget's highest ratio."""
+    ends, t = [], start
+    while t < end:
+        t = min(end, period_bounds(Period.daily, t)[1])
+        ends.append(t - timedelta(microseconds=1))
+    rows: list[dict[str, object]] = []
+    for as_of in ends:
+        last = as_of == ends[-1]
+        rows += [r for r in _burn_rows(engine, config, as_of) if last or r["period"] == "daily"]
+    df = _frame(rows)
+    if df.empty:
+        return df.assign(worst=pd.Series(dtype=bool))
+    top = df.groupby("name")["ratio"].transform("max")
+    first = df.assign(_top=df["ratio"] == top).groupby("name")["_top"].cumsum() == 1
+    df["worst"] = (df["ratio"] == top) & first
+    return df
+
+
+def _frame(rows: list[dict[str, object]]) -> pd.DataFrame:
     return pd.DataFrame(
         rows,
         columns=[

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 from billing.config import BillingConfig, ExportFormat
 from billing.windows import Window, WindowError, iso_week
 from dashboard import figures
-from dashboard.budgets import budget_status_frame
+from dashboard.budgets import budget_period_frame
 from dashboard.finance import text_frame, write_csv, write_xlsx
 from dashboard.queries import read_ledger
 from dashboard.report import WeeklyReport, build_weekly
@@ -48,7 +48,7 @@ def load_weekly(engine: Engine, week: str, config: BillingConfig) -> WeeklyRepor
     with engine.connect() as conn:
         cur_ledger = read_ledger(conn, w)
         prev_ledger = read_ledger(conn, prev)
-    budgets = budget_status_frame(engine, config.enforcement, w.end - timedelta(microseconds=1))
+    budgets = budget_period_frame(engine, config.enforcement, w.start, w.end)
     return build_weekly(
         week, w, cur_ledger, prev_ledger, budgets=budgets, top_n=config.export.top_n
     )
@@ -160,7 +160,7 @@ def render_html(report: WeeklyReport) -> str:
             ("Customers", report.customers),
             ("Top movers", report.movers),
             ("Idle cost by model", report.idle),
-            ("Budgets (at the end of the week)", report.budgets),
+            ("Budgets (each per its own period: daily ones per day; worst marked)", report.budgets),
             ("Every customer × model × request type", report.lines),
         ]
     )

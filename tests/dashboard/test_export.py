@@ -35,6 +35,7 @@ def two_weeks(engine: Engine) -> Engine:
     for name, spec in {
         "all": BudgetCreate(period=Period.weekly, limit_usd=1e6),
         "acme-weekly": BudgetCreate(customer="acme", period=Period.weekly, limit_usd=1.0),
+        "acme-daily": BudgetCreate(customer="acme", period=Period.daily, limit_usd=0.5),
     }.items():
         set_budget(engine, name=name, spec=spec, actor="test", now=now)
     return engine
@@ -135,6 +136,32 @@ def test_every_format_reads_back(two_weeks: Engine, tmp_path: Path) -> None:
     assert page.count('class="plotly-graph-div"') == 3
     assert "costctl weekly cost review" in page and "$69.27" in page
     assert "acme-weekly" in page
+
+
+def test_budgets_are_judged_per_their_own_period(two_weeks: Engine) -> None:
+    from billing.enforcement.burn import budget_burn
+
+    r = load_weekly(two_weeks, WEEK, BillingConfig())
+    b = r.budgets
+    daily = b[b["name"] == "acme-daily"]
+    # a daily budget: one row per day of the week, each its own day, exactly one worst
+    assert len(daily) == 7
+    assert daily["period_start"].tolist() == [
+        (T0 + timedelta(days=i)).isoformat() for i in range(7)
+    ]
+    assert int(daily["worst"].sum()) == 1
+    worst = daily[daily["worst"]].iloc[0]
+    assert worst["ratio"] == daily["ratio"].max()
+    # each day's figure is the enforcement truth at that day's end
+    day = T0 + timedelta(days=1)
+    truth = {
+        x.budget.name: x
+        for x in budget_burn(
+            two_weeks, BillingConfig().enforcement, day - timedelta(microseconds=1)
+        )
+    }["acme-daily"]
+    assert daily["spent_usd"].iloc[0] == pytest.approx(truth.spent_micros / 1e6)
+    assert len(b[b["name"] == "acme-weekly"]) == 1  # a weekly budget: once, at the week's end
 
 
 def test_empty_week_still_writes(engine: Engine, tmp_path: Path) -> None:
