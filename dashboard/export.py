@@ -19,7 +19,7 @@ from billing.config import BillingConfig, ExportFormat
 from billing.windows import Window, WindowError, iso_week
 from dashboard import figures
 from dashboard.budgets import budget_period_frame
-from dashboard.finance import text_frame, write_csv, write_xlsx
+from dashboard.finance import FOCUS_TABLES, focus_table, text_frame, write_csv, write_xlsx
 from dashboard.queries import read_ledger
 from dashboard.report import WeeklyReport, build_weekly
 
@@ -58,7 +58,11 @@ def write_report(report: WeeklyReport, out_dir: Path, fmt: ExportFormat) -> list
     """Write ``report`` under ``out_dir`` as ``costctl-weekly-<week>[-<table>].<ext>``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"costctl-weekly-{report.week}"
-    tables = report.tables()
+    span = (report.window.start.isoformat(), report.window.end.isoformat())
+    tables = {
+        name: focus_table(df, *span) if name in FOCUS_TABLES and fmt != "html" else df
+        for name, df in report.tables().items()
+    }
     if fmt == "csv":
         paths = [out_dir / f"{stem}-{name}.csv" for name in tables]
         for path, df in zip(paths, tables.values(), strict=True):

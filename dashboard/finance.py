@@ -24,17 +24,17 @@ def decimals(column: str, series: pd.Series) -> int | None:
     if pd.api.types.is_bool_dtype(series) or not pd.api.types.is_numeric_dtype(series):
         return None
     name = column.lower()
-    if pd.api.types.is_integer_dtype(series) or name in {"requests", "tokens"}:
+    if pd.api.types.is_integer_dtype(series) or name in {"requests", "tokens", "consumedquantity"}:
         return 0
-    if "per_1m" in name:
+    if "per_1m" in name or "per1m" in name:
         return 4
-    if name.endswith("_pct"):
+    if name.endswith("_pct") or name.endswith("pct"):
         return 2
     if name == "ratio":
         return 4
-    if "gpu_hours" in name:
+    if "gpu_hours" in name or "gpuhours" in name:
         return 3
-    if name.endswith("_usd") or name.endswith("cost"):
+    if name.endswith("_usd") or name.endswith("cost") or (name.startswith("x_") and "usd" in name):
         return 2
     return 4
 
@@ -95,3 +95,44 @@ def write_xlsx(tables: Mapping[str, pd.DataFrame], path: Path) -> None:
             for cell in ws[letter][1:]:
                 cell.number_format = _number_format(places[i - 1])
     wb.save(path)
+
+
+# FOCUS (FinOps Open Cost and Usage Specification) names for the review's cost tables. A
+# column with a FOCUS meaning takes the FOCUS name; the rest keep their costctl name behind
+# FOCUS's custom-column prefix ``x_``. BilledCost = EffectiveCost: costctl applies no
+# commitment discounts of its own (the price book rate is what was charged).
+FOCUS_RENAME = {
+    "model": "ResourceId",
+    "cost_usd": "BilledCost",
+    "tokens": "ConsumedQuantity",
+}
+FOCUS_TABLES = ("lines", "idle")
+SERVICE_NAME = "costctl GPU inference"
+
+
+def focus_table(df: pd.DataFrame, start: str, end: str) -> pd.DataFrame:
+    """A cost table with FOCUS column names and context columns (ChargePeriodStart/End,
+    BillingCurrency, ChargeCategory, ServiceName, EffectiveCost, ConsumedUnit)."""
+    out = df.rename(
+        columns={
+            c: FOCUS_RENAME.get(str(c), f"x_{''.join(w.title() for w in str(c).split('_'))}")
+            for c in df.columns
+        }
+    )
+    n = len(out)
+    context = {
+        "ChargePeriodStart": [start] * n,
+        "ChargePeriodEnd": [end] * n,
+        "ChargeCategory": ["Usage"] * n,
+        "ServiceName": [SERVICE_NAME] * n,
+        "BillingCurrency": ["USD"] * n,
+    }
+    out.insert(0, "ChargePeriodEnd", context["ChargePeriodEnd"])
+    out.insert(0, "ChargePeriodStart", context["ChargePeriodStart"])
+    for k in ("ChargeCategory", "ServiceName", "BillingCurrency"):
+        out[k] = context[k]
+    if "BilledCost" in out.columns:
+        out["EffectiveCost"] = out["BilledCost"]
+    if "ConsumedQuantity" in out.columns:
+        out["ConsumedUnit"] = ["Tokens"] * n
+    return out

@@ -102,14 +102,14 @@ def test_every_format_reads_back(two_weeks: Engine, tmp_path: Path) -> None:
     total = 6927 / 100
     csv_lines = pd.read_csv(tmp_path / f"costctl-weekly-{WEEK}-lines.csv")
     csv_idle = pd.read_csv(tmp_path / f"costctl-weekly-{WEEK}-idle.csv")
-    assert csv_lines["cost_usd"].sum() + csv_idle["cost_usd"].sum() == pytest.approx(total)
-    assert csv_lines["requests"].sum() == 19366
+    assert csv_lines["BilledCost"].sum() + csv_idle["BilledCost"].sum() == pytest.approx(total)
+    assert csv_lines["x_Requests"].sum() == 19366
     pq = pd.read_parquet(tmp_path / f"costctl-weekly-{WEEK}-lines.parquet")
-    assert pq["cost_usd"].sum() == pytest.approx(csv_lines["cost_usd"].sum())
+    assert pq["BilledCost"].sum() == pytest.approx(csv_lines["BilledCost"].sum())
     wb = openpyxl.load_workbook(tmp_path / f"costctl-weekly-{WEEK}.xlsx", read_only=True)
     assert wb.sheetnames == ["summary", "customers", "movers", "lines", "idle", "budgets"]
     xl = pd.read_excel(tmp_path / f"costctl-weekly-{WEEK}.xlsx", sheet_name=None)
-    assert xl["lines"]["cost_usd"].sum() + xl["idle"]["cost_usd"].sum() == pytest.approx(total)
+    assert xl["lines"]["BilledCost"].sum() + xl["idle"]["BilledCost"].sum() == pytest.approx(total)
     assert xl["summary"]["metered_cost_usd"].iloc[0] == pytest.approx(total)
     # finance-ready text: fixed decimals, no e-notation, no "None"
     for path in tmp_path.glob("*.csv"):
@@ -119,18 +119,33 @@ def test_every_format_reads_back(two_weeks: Engine, tmp_path: Path) -> None:
     raw = pd.read_csv(
         tmp_path / f"costctl-weekly-{WEEK}-lines.csv", dtype=str, keep_default_na=False
     )
-    assert all(re.fullmatch(r"-?\d+\.\d{2}", v) for v in raw["cost_usd"])
-    assert all(v == "" or re.fullmatch(r"\d+\.\d{4}", v) for v in raw["usd_per_1m_tokens"])
+    assert all(re.fullmatch(r"-?\d+\.\d{2}", v) for v in raw["BilledCost"])
+    assert all(v == "" or re.fullmatch(r"\d+\.\d{4}", v) for v in raw["x_UsdPer1MTokens"])
+    # FOCUS names where a column has a FOCUS meaning, the rest behind the x_ prefix
+    assert {
+        "ChargePeriodStart",
+        "ChargePeriodEnd",
+        "BilledCost",
+        "EffectiveCost",
+        "ServiceName",
+        "ResourceId",
+        "ConsumedQuantity",
+        "ConsumedUnit",
+        "BillingCurrency",
+        "x_Customer",
+    } <= set(raw.columns)
+    assert (raw["ChargePeriodStart"] == W.start.isoformat()).all()
+    assert (raw["BilledCost"] == raw["EffectiveCost"]).all()
     # XLSX: numbers with formats, widths, a frozen bold header, one sheet per table
     full = openpyxl.load_workbook(tmp_path / f"costctl-weekly-{WEEK}.xlsx")
     ws = full["lines"]
     assert ws.freeze_panes == "A2" and ws["A1"].font.b
     head = [c.value for c in ws[1]]
-    cost = ws.cell(row=2, column=head.index("cost_usd") + 1)
+    cost = ws.cell(row=2, column=head.index("BilledCost") + 1)
     assert isinstance(cost.value, float) and cost.number_format == "#,##0.00"
-    req = ws.cell(row=2, column=head.index("requests") + 1)
+    req = ws.cell(row=2, column=head.index("x_Requests") + 1)
     assert isinstance(req.value, int) and req.number_format == "#,##0"
-    assert ws.column_dimensions["A"].width >= len("customer")
+    assert ws.column_dimensions["A"].width >= len("2026-11-23T00:00:00+00:00")
     page = (tmp_path / f"costctl-weekly-{WEEK}.html").read_text()
     assert "@media print" in page and '"displayModeBar": false' in page
     assert page.count('class="plotly-graph-div"') == 3

@@ -46,4 +46,4 @@ def test_export_weekly_writes_every_format(tmp_path: Path) -> None:
     summary = pd.read_csv(out / "costctl-weekly-2026-W48-summary.csv")
     assert summary["metered_cost_usd"].iloc[0] == pytest.approx(69.27)
     xl = pd.read_excel(out / "costctl-weekly-2026-W48.xlsx", sheet_name="lines")
-    assert xl["requests"].sum() == 19366
+    assert xl["x_Requests"].sum() == 19366
