@@ -128,12 +128,18 @@ METRICS = {
     "cost_usd": ("cost (USD)", SIG3),
     "tokens": ("tokens", SIG3_PLAIN),
     "usd_per_1m": ("USD per 1M tokens", SIG3),
+    "utilization": ("utilization", SIG3_PLAIN),
 }
+# the utilization metric's unit differs by chart: % busy of held GPU time per model, busy
+# GPU-hours per customer
+UTILIZATION_LABEL = {"model": "% of held GPU time busy", "customer": "busy GPU-hours billed"}
 
 
 def series(df: pd.DataFrame, key: str, metric: str, title: str) -> go.Figure:
     """Lines per ``key`` value of one metric over the buckets (markers show a lone bucket)."""
     label, fmt = METRICS[metric]
+    if metric == "utilization":
+        label = UTILIZATION_LABEL.get(key, label)
     full = f"{title}: {label}"
     if df.empty:
         return empty(full, "no ledger rows in this window")

@@ -81,6 +81,7 @@ def _filters(viewer: Viewer, default_window: str) -> html.Div:
                         {"label": "cost (USD)", "value": "cost_usd"},
                         {"label": "tokens", "value": "tokens"},
                         {"label": "USD per 1M tokens", "value": "usd_per_1m"},
+                        {"label": "utilization", "value": "utilization"},
                     ],
                     value="cost_usd",
                     clearable=False,

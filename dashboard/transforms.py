@@ -111,16 +111,25 @@ def cost_per_1m_tokens(ledger: pd.DataFrame, freq: str) -> pd.DataFrame:
 
 
 def series(ledger: pd.DataFrame, key: str, freq: str) -> pd.DataFrame:
-    """Per bucket x ``key`` (model or customer): cost_usd, tokens, usd_per_1m (None-free: NaN
-    where a bucket has no tokens). By model, cost includes the model's idle rows; by
-    customer only attributed rows count (idle belongs to no customer)."""
+    """Per bucket x ``key`` (model or customer): cost_usd, tokens, usd_per_1m (NaN where a
+    bucket has no tokens) and utilization. By model, cost includes the model's idle rows and
+    utilization is busy / held GPU time in %; by customer only attributed rows count (idle
+    belongs to no customer) and utilization is the busy GPU-hours billed to it."""
     kinds = [ATTRIBUTED, IDLE] if key == "model" else [ATTRIBUTED]
     d = _with_bucket(ledger[ledger["kind"].isin(kinds)], freq)
-    cols = ["bucket", key, "cost_usd", "tokens", "usd_per_1m"]
+    cols = ["bucket", key, "cost_usd", "tokens", "usd_per_1m", "utilization"]
     if d.empty:
         return pd.DataFrame(columns=cols)
-    g = d.groupby(["bucket", key], sort=True)[["cost_usd", "tokens"]].sum().reset_index()
+    d = d.assign(busy_s=d["gpu_seconds"].where(d["kind"] == ATTRIBUTED, 0.0))
+    sums = ["cost_usd", "tokens", "busy_s", "gpu_seconds"]
+    g = d.groupby(["bucket", key], sort=True)[sums].sum().reset_index()
     g["usd_per_1m"] = (g["cost_usd"] / g["tokens"].where(g["tokens"] > 0) * 1e6).astype(float)
+    if key == "model":  # % of the GPU time the model held that it was busy
+        g["utilization"] = (
+            g["busy_s"] / g["gpu_seconds"].where(g["gpu_seconds"] > 0) * 100
+        ).astype(float)
+    else:  # busy GPU-hours billed to the customer
+        g["utilization"] = g["busy_s"] / 3600.0
     return g[cols]
 
 

@@ -1,5 +1,6 @@
 """Queries over a real ledger (both backends) and the pure render, with asserted numbers."""
 
+import math
 from datetime import timedelta
 
 import pandas as pd
@@ -102,6 +103,17 @@ def test_render_admin_numbers(built: Engine) -> None:
     assert allocated[g1] == 0.0
     slice3 = next(k for k in allocated if "3g.40gb" in k)
     assert allocated[slice3] == pytest.approx(100.0) and used[slice3] == pytest.approx(60.0)
+
+
+def test_render_series_metrics(built: Engine) -> None:
+    data = load(built, WHOLE)
+    util = render(data, Selection(metric="utilization"), ADMIN).figures
+    assert "% of held GPU time busy" in util["g-series-model"].layout.title.text
+    ys = [y for t in util["g-series-model"].data for y in t.y if not math.isnan(y)]
+    assert ys and all(0 <= y <= 100 for y in ys)
+    assert "busy GPU-hours" in util["g-series-customer"].layout.title.text
+    per_1m = render(data, Selection(metric="usd_per_1m"), ADMIN).figures["g-series-model"]
+    assert per_1m.layout.yaxis.tickformat == "$.3~r"  # significant digits, no e-notation
 
 
 def test_render_filters(built: Engine) -> None:

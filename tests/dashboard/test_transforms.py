@@ -94,8 +94,13 @@ def test_series_by_model_includes_idle_by_customer_not() -> None:
     # llama: 17.50 billed + 2.50 idle over 35,000 tokens
     assert by_model.loc["llama", "cost_usd"] == pytest.approx(20.0)
     assert by_model.loc["llama", "usd_per_1m"] == pytest.approx(20.0 / 35000 * 1e6)
+    busy = L[(L["model"] == "llama") & (L["kind"] == "attributed")]["gpu_seconds"].sum()
+    held = L[(L["model"] == "llama") & L["kind"].isin(["attributed", "idle"])]["gpu_seconds"].sum()
+    assert by_model.loc["llama", "utilization"] == pytest.approx(busy / held * 100)
     by_customer = tf.series(L, "customer", "D")
     assert by_customer["cost_usd"].sum() == pytest.approx(17.90)  # attributed only
+    att = L[L["kind"] == "attributed"]["gpu_seconds"].sum()
+    assert by_customer["utilization"].sum() == pytest.approx(att / 3600)  # busy GPU-hours
     assert tf.series(L.iloc[0:0], "model", "D").empty
 
 
