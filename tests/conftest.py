@@ -101,3 +101,21 @@ def redis_url() -> Iterator[str]:
     yield REDIS_URL
     client.flushdb()
     client.close()
+
+
+KOLKATA = "Asia/Kolkata"
+
+
+@pytest.fixture(scope="session")
+def kolkata_db() -> Iterator[str]:
+    """URL of a scratch database whose default time zone is Asia/Kolkata (dropped after)."""
+    need_service(_pg_problem())
+    name = f"costctl_tz_{uuid.uuid4().hex[:8]}"
+    admin = make_engine(PG_URL).execution_options(isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f"CREATE DATABASE {name}"))
+        c.execute(text(f"ALTER DATABASE {name} SET timezone TO '{KOLKATA}'"))
+    yield PG_URL.rsplit("/", 1)[0] + f"/{name}"
+    with admin.connect() as c:
+        c.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
+    admin.dispose()

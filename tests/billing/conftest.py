@@ -17,24 +17,9 @@ from sqlalchemy.engine import Engine
 from sqlmodel import create_engine
 
 from billing.db import init_db, make_engine
-from tests.conftest import PG_URL, _pg_problem, need_service
+from tests.conftest import KOLKATA, PG_URL, _pg_problem, need_service
 
-ZONE = "Asia/Kolkata"
-
-
-@pytest.fixture(scope="session")
-def kolkata_db() -> Iterator[str]:
-    """URL of a scratch database whose default time zone is Asia/Kolkata (dropped after)."""
-    need_service(_pg_problem())
-    name = f"costctl_tz_{uuid.uuid4().hex[:8]}"
-    admin = make_engine(PG_URL).execution_options(isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(text(f"CREATE DATABASE {name}"))
-        c.execute(text(f"ALTER DATABASE {name} SET timezone TO '{ZONE}'"))
-    yield PG_URL.rsplit("/", 1)[0] + f"/{name}"
-    with admin.connect() as c:
-        c.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
-    admin.dispose()
+ZONE = KOLKATA
 
 
 def _kolkata_engine(url: str, schema: str, *, own_zone: bool) -> Engine:

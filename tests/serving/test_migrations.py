@@ -3,8 +3,6 @@ the models equal the migrated schema; pre-migration stores; PostgreSQL in anothe
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import pytest
@@ -36,7 +34,6 @@ from billing.models import ApiRole, GpuSample, UsageEvent, table_of
 from billing.pricebook import read_price_book, store_prices
 from billing.schemas import USAGE_EVENT, GpuSampleIn
 from billing.windows import Window
-from tests.conftest import PG_URL, _pg_problem, need_service
 from tests.utils.factories import T0
 
 TABLES = (
@@ -192,23 +189,9 @@ def test_a_revision_the_code_does_not_know_is_ahead(engine: Engine) -> None:
     assert "newer than this costctl" in st.message()
 
 
-@pytest.fixture
-def kolkata_url() -> Iterator[str]:
-    """A PostgreSQL database whose default time zone is Asia/Kolkata (UTC+05:30)."""
-    need_service(_pg_problem())
-    name = f"costctl_tz_{uuid.uuid4().hex[:8]}"
-    admin = make_engine(PG_URL).execution_options(isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(text(f"CREATE DATABASE {name}"))
-        c.execute(text(f"ALTER DATABASE {name} SET timezone TO 'Asia/Kolkata'"))
-    yield PG_URL.rsplit("/", 1)[0] + f"/{name}"
-    with admin.connect() as c:
-        c.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
-    admin.dispose()
-
-
 @pytest.mark.postgres
-def test_postgres_sessions_are_utc_whatever_the_database_zone(kolkata_url: str) -> None:
+def test_postgres_sessions_are_utc_whatever_the_database_zone(kolkata_db: str) -> None:
+    kolkata_url = kolkata_db
     raw = create_engine(kolkata_url.replace("postgresql://", "postgresql+psycopg://"))
     with raw.connect() as c:  # a plain connection sees the database's zone
         assert c.execute(text("SHOW timezone")).scalar_one() == "Asia/Kolkata"
