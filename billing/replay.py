@@ -93,18 +93,18 @@ def assign(trace: pd.DataFrame, *, seed: int, code: bool) -> pd.DataFrame:
     return out
 
 
-def to_events(
-    assigned: pd.DataFrame, *, start: datetime, speed: float, stem: str, seed: int, loop: int = 0
+def _latency_ms(frame: pd.DataFrame) -> pd.Series:
+    """Synthetic latency of each request. Details: 40 + 0.15 x input + 22 x output ms."""
+    return 40 + 0.15 * frame["input_tokens"] + 22 * frame["output_tokens"]
+
+
+def _usage_events(
+    ids: list[str], times: list[datetime], frame: pd.DataFrame, latency: pd.Series, source: str
 ) -> list[UsageEventIn]:
-    """Usage events for an assigned trace, timed from ``start`` at ``speed`` x real time."""
-    if speed <= 0:
-        raise ValueError("speed must be > 0")
-    source = f"replay/{stem}/seed{seed}"
-    latency = 40 + 0.15 * assigned["input_tokens"] + 22 * assigned["output_tokens"]
-    times = [start + timedelta(seconds=o / speed) for o in assigned["offset_s"]]
+    """One UsageEventIn per row of an assigned frame (model, customer, request type, tokens)."""
     return [
         UsageEventIn(
-            id=f"{stem}:{loop}:{i}",
+            id=i,
             source=source,
             time=t,
             model=m,
@@ -115,19 +115,31 @@ def to_events(
             latency_ms=float(lat),
             status="ok",
         )
-        for i, (t, m, c, r, a, b, lat) in enumerate(
-            zip(
-                times,
-                assigned["model"],
-                assigned["customer"],
-                assigned["request_type"],
-                assigned["input_tokens"],
-                assigned["output_tokens"],
-                latency,
-                strict=True,
-            )
+        for i, t, m, c, r, a, b, lat in zip(
+            ids,
+            times,
+            frame["model"],
+            frame["customer"],
+            frame["request_type"],
+            frame["input_tokens"].tolist(),
+            frame["output_tokens"].tolist(),
+            latency.tolist(),
+            strict=True,
         )
     ]
+
+
+def to_events(
+    assigned: pd.DataFrame, *, start: datetime, speed: float, stem: str, seed: int, loop: int = 0
+) -> list[UsageEventIn]:
+    """Usage events for an assigned trace, timed from ``start`` at ``speed`` x real time."""
+    if speed <= 0:
+        raise ValueError("speed must be > 0")
+    source = f"replay/{stem}/seed{seed}"
+    latency = _latency_ms(assigned)
+    times = [start + timedelta(seconds=o / speed) for o in assigned["offset_s"]]
+    ids = [f"{stem}:{loop}:{i}" for i in range(len(assigned))]
+    return _usage_events(ids, times, assigned, latency, source)
 
 
 def load_events(
@@ -208,7 +220,7 @@ def run_replay(
 def _assign_window(frame: pd.DataFrame, seed: int, code: bool) -> pd.DataFrame:
     first = int(frame["epoch_s"].iloc[0])
     out = assign(frame, seed=int(np.uint32(seed * 1_000_003 + first)), code=code)
-    out["latency_ms"] = 40 + 0.15 * out["input_tokens"] + 22 * out["output_tokens"]
+    out["latency_ms"] = _latency_ms(out)
     out["event_id"] = [f"{int(e * 1e6)}:{i}" for i, e in enumerate(out["epoch_s"].tolist())]
     return out
 
@@ -224,31 +236,9 @@ def workload_events(frame: pd.DataFrame, *, seed: int, stem: str, code: bool) ->
         return []
     x = _assign_window(frame, seed, code)
     source = f"workload/{stem}/seed{seed}"
-    return [
-        UsageEventIn(
-            id=f"{stem}:{i}",
-            source=source,
-            time=datetime.fromtimestamp(e, UTC),
-            model=m,
-            customer=c,
-            request_type=r,
-            input_tokens=int(a),
-            output_tokens=int(b),
-            latency_ms=float(lat),
-            status="ok",
-        )
-        for i, e, m, c, r, a, b, lat in zip(
-            x["event_id"],
-            x["epoch_s"].tolist(),
-            x["model"],
-            x["customer"],
-            x["request_type"],
-            x["input_tokens"].tolist(),
-            x["output_tokens"].tolist(),
-            x["latency_ms"].tolist(),
-            strict=True,
-        )
-    ]
+    ids = [f"{stem}:{i}" for i in x["event_id"]]
+    times = [datetime.fromtimestamp(e, UTC) for e in x["epoch_s"].tolist()]
+    return _usage_events(ids, times, x, x["latency_ms"], source)
 
 
 def workload_rows(
