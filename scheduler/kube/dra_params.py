@@ -23,7 +23,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-API_VERSION = "resource.nvidia.com/v1beta1"
+API_VERSION: Literal["resource.nvidia.com/v1beta1"] = "resource.nvidia.com/v1beta1"
 DRIVER = "gpu.nvidia.com"
 TimeSliceInterval = Literal["Default", "Short", "Medium", "Long"]
 
