@@ -193,7 +193,7 @@ def test_mps_per_claim_shares_cover_each_models_demand(
         ]
         assert expr == f"device.attributes['gpu.nvidia.com'].uuid == '{uuid}'"
         pct_by_claim.setdefault(claim["metadata"]["name"], []).extend([pct] * d["spec"]["replicas"])
-    ((name, pcts),) = pct_by_claim.items()
+    ((_, pcts),) = pct_by_claim.items()
     # per-claim (unequal) shares on one GPU: 0.3 x A100 = 15% of an H100, 0.4 -> 20%
     assert sorted(pcts) == [15, 20] and sum(pcts) <= 100
 
