@@ -12,10 +12,13 @@ What the cluster gets (all plain JSON-able dicts; nothing sent anywhere):
 - MPS and time-slicing: one **shared ResourceClaim per planned GPU** (a DRA device is
   allocated to one claim, and the driver runs one MPS control daemon per claim, so pods of
   several models share a GPU only by naming the same claim). Its GpuConfig carries the
-  daemon defaults: MPS ``defaultActiveThreadPercentage`` / ``defaultPinnedDeviceMemoryLimit``
-  = the largest client share on that GPU, and each client's Deployment sets its own share
-  (``CUDA_MPS_ACTIVE_THREAD_PERCENTAGE`` / ``CUDA_MPS_PINNED_DEVICE_MEM_LIMIT``, which can
-  only lower the daemon's), so unequal per-client shares are what the pods get;
+  daemon defaults, MPS ``defaultActiveThreadPercentage: 100`` and
+  ``defaultPinnedDeviceMemoryLimit`` = the GPU's memory, and each client's Deployment sets
+  its own share (``CUDA_MPS_ACTIVE_THREAD_PERCENTAGE`` / ``CUDA_MPS_PINNED_DEVICE_MEM_LIMIT``,
+  which can only lower the daemon's), so unequal per-client shares are what the pods get.
+  The claim depends only on the GPU, so a changed share is a Deployment rollout on the same
+  claim (an immutable claim holding the shares would have to be replaced, and its successor
+  could not be allocated while the old one still holds the GPU);
   time-slicing: ``TimeSlicing`` with interval ``Default``;
 - Deployments as apply configurations: replicas, node affinity to the planned nodes,
   ``spec.template.spec.resourceClaims`` (claim ``costctl-gpu``) and the first container's
@@ -34,6 +37,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from scheduler.catalog import gpu_type
 from scheduler.kube.dra_params import DRIVER, GpuConfig, mps_config, time_slicing_config
 from scheduler.kube.render import (
     HOSTNAME,
@@ -155,13 +159,10 @@ def _shared_claims(
     for uuid, slots in sorted(clients.items()):
         g = by_uuid[uuid]
         mode = slots[0].mode
-        config = (
-            mps_config(
-                max(s.thread_pct or 0 for s in slots), max(s.mem_limit_mib or 0 for s in slots)
-            )
-            if mode is Mode.mps
-            else time_slicing_config()
-        )
+        if mode is Mode.mps:
+            config = mps_config(100, gpu_type(g.gpu_type).memory_mib)
+        else:
+            config = time_slicing_config()
         spec = _claim_spec(_request("gpu", GPU_CLASS, [cel_in("uuid", [uuid])]), config)
         kind = "mps" if mode is Mode.mps else "ts"
         name = _hashed(f"costctl-{kind}-{g.node}-{g.index}", spec)

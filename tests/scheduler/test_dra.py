@@ -8,6 +8,7 @@ import kubernetes_validate
 import pytest
 from pydantic import ValidationError
 
+from scheduler import catalog
 from scheduler.kube.dra import GPU_CLASS, MIG_CLASS, POD_CLAIM, DraRendered, render_dra
 from scheduler.kube.dra_params import GpuConfig, quantity_bytes
 from scheduler.model import Mode, Plan, Snapshot
@@ -165,6 +166,14 @@ def test_mps_per_claim_shares_cover_each_models_demand(
     claims = _claims_by_name(r)
     demand = {w.model: w for w in snap.workloads}
     gpu_type = {g.uuid: g.gpu_type for g in snap.gpus}
+    memory = {g.uuid: catalog.gpu_type(g.gpu_type).memory_mib for g in snap.gpus}
+
+    def gpu_memory_of(claim: dict[str, Any]) -> int:
+        expr = claim["spec"]["devices"]["requests"][0]["exactly"]["selectors"][0]["cel"][
+            "expression"
+        ]
+        return memory[expr.split("'")[-2]]
+
     pct_by_claim: dict[str, list[int]] = {}
     mps = [d for d in r.deployments if _env(d)]
     assert mps
@@ -174,6 +183,8 @@ def test_mps_per_claim_shares_cover_each_models_demand(
         (cfg,) = claim["spec"]["devices"]["config"]
         mps_cfg = GpuConfig.model_validate(cfg["opaque"]["parameters"]).sharing.mps_config  # type: ignore[union-attr]
         assert mps_cfg is not None
+        assert mps_cfg.default_active_thread_percentage == 100
+        assert mps_cfg.pinned_mib() == gpu_memory_of(claim)  # the whole GPU: clients lower it
         env = _env(d)
         # what the client gets: the client env can only lower the daemon's defaults
         pct = min(

@@ -19,6 +19,7 @@ from scheduler.kube import ApplyError, KubeApplier
 from scheduler.kube.dra import POD_CLAIM, render_dra
 from scheduler.model import Snapshot
 from scheduler.planner import plan
+from scheduler.policy import Policy
 from tests.scheduler.builders import fleet, workload
 from tests.utils.kube_server import KubeServer
 
@@ -124,23 +125,25 @@ def test_apply_creates_claims_and_deployments_then_changes_nothing(kube: KubeSer
     assert (kube.state.deployments, kube.state.resource) == before
 
 
-def test_a_changed_share_is_a_new_claim_and_the_old_one_is_deleted(kube: KubeServer) -> None:
+def test_a_changed_share_keeps_the_claim_and_a_dropped_gpu_deletes_it(kube: KubeServer) -> None:
     a = _applier(kube)
     snap1, snap2 = _snapshot(0.4), _snapshot(0.5)
-    p1, p2 = plan(snap1), plan(snap2)
-    assert a.apply(p1, snap1.gpus, target="dra").applied
-    (old,) = _stored(kube, "resourceclaims")
-    assert a.apply(p2, snap2.gpus, target="dra").applied
-    (new,) = _stored(kube, "resourceclaims")
-    assert new != old
-    cfg = _stored(kube, "resourceclaims")[new]["spec"]["devices"]["config"][0]
-    assert (
-        cfg["opaque"]["parameters"]["sharing"]["mpsConfig"]["defaultActiveThreadPercentage"] == 25
-    )
-    # every costctl claim object left is named by a running Deployment, and nothing else
+    assert a.apply(plan(snap1), snap1.gpus, target="dra").applied
+    (claim,) = _stored(kube, "resourceclaims")
+    n = len(kube.state.requests)
+    assert a.apply(plan(snap2), snap2.gpus, target="dra").applied
+    # the share is the client's env: same claim, no claim object written
+    assert list(_stored(kube, "resourceclaims")) == [claim]
+    assert not [p for m, p in kube.state.requests[n:] if m in WRITES and "resource.k8s.io" in p]
+    env = {e["name"]: e["value"] for e in _pod(kube, "mixtral-8x7b")["containers"][0]["env"]}
+    assert env["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] == "25"  # 0.5 x A100 = 25% of an H100
+    # no MPS any more: the GPU's claim is deleted once no Deployment names it
+    p3 = plan(snap2, Policy(modes=("gpu", "mig", "timeslice")))
+    assert a.apply(p3, snap2.gpus, target="dra").applied
+    assert claim not in _stored(kube, "resourceclaims")
     stored = set(_stored(kube, "resourceclaims")) | set(_stored(kube, "resourceclaimtemplates"))
     assert stored == _named_claims(kube)
-    assert a.apply(p2, snap2.gpus, dry_run=True, target="dra").changes == ()
+    assert a.apply(p3, snap2.gpus, dry_run=True, target="dra").changes == ()
 
 
 def test_failed_mig_reconfiguration_writes_no_claims(kube: KubeServer) -> None:
