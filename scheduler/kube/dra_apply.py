@@ -261,7 +261,7 @@ def _write_deployment(a: KubeApplier, want: dict[str, Any]) -> None:
     """Read, change and write one Deployment (retried whole, so a 409 re-reads)."""
     name = want["metadata"]["name"]
 
-    def put() -> None:
+    def write_deployment() -> None:
         existing = _deployments(a)
         have = existing.get(name)
         d = desired_deployment(have, _base_of(existing, _model(want)), want)
@@ -270,7 +270,7 @@ def _write_deployment(a: KubeApplier, want: dict[str, Any]) -> None:
         elif d != have:
             a.apps.replace_namespaced_deployment(name, a.namespace, d)
 
-    a._retry(put)
+    a._retry(write_deployment)
 
 
 def apply_dra(a: KubeApplier, r: DraRendered, changes: Sequence[Change]) -> ApplyResult:

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 import yaml
 from kubernetes import client
@@ -99,6 +100,8 @@ def test_apply_creates_claims_and_deployments_then_changes_nothing(kube: KubeSer
         o["metadata"]["name"]: o["spec"] for o in r.claims
     }
     assert _named_claims(kube) == set(templates) | set(claims)
+    for o in [*templates.values(), *claims.values(), *kube.state.deployments.values()]:
+        kubernetes_validate.validate(o, "1.34.0", strict=True)  # what the cluster now holds
     for d in kube.state.deployments.values():
         if not d["spec"]["replicas"]:
             continue

@@ -91,6 +91,7 @@ def _create(store: Store, ns: str, kind: str, obj: Any) -> Result:
         return 409, _status(409, "AlreadyExists", f'{kind} "{name}" already exists')
     obj = copy.deepcopy(obj)
     obj["metadata"] |= {"namespace": ns, "uid": str(uuid.uuid4())}
-    obj.setdefault("status", {})
+    if kind == "ResourceClaim":  # a ResourceClaimTemplate has no status
+        obj.setdefault("status", {})
     store[(ns, name)] = obj
     return 201, obj
