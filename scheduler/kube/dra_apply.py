@@ -44,24 +44,42 @@ def _plain(obj: Any) -> Any:
     return client.ApiClient().sanitize_for_serialization(obj)
 
 
-def _resource_api(a: KubeApplier) -> Any:
-    return client.ResourceV1Api(a.api_client)
+PLURALS = {"ResourceClaimTemplate": "resourceclaimtemplates", "ResourceClaim": "resourceclaims"}
 
 
 def _claim_calls(a: KubeApplier, kind: str) -> tuple[Any, Any, Any]:
-    """(list, create, delete) of the namespaced ``kind``."""
-    api = _resource_api(a)
-    if kind == "ResourceClaimTemplate":
+    """(list, create, delete) of the namespaced ``kind``; list answers plain dicts.
+
+    Details: ``ResourceV1Api`` where the installed client has it (kubernetes >= 34), else the
+    generic ``CustomObjectsApi`` calls on ``resource.k8s.io/v1`` (same paths and bodies).
+    """
+    if hasattr(client, "ResourceV1Api"):
+        api = client.ResourceV1Api(a.api_client)
+        snake = "resource_claim_template" if kind == "ResourceClaimTemplate" else "resource_claim"
+        list_fn = getattr(api, f"list_namespaced_{snake}")
+
+        def list_typed(ns: str, **kw: Any) -> list[dict[str, Any]]:
+            return list(_plain(list_fn(ns, **kw).items))
+
         return (
-            api.list_namespaced_resource_claim_template,
-            api.create_namespaced_resource_claim_template,
-            api.delete_namespaced_resource_claim_template,
+            list_typed,
+            getattr(api, f"create_namespaced_{snake}"),
+            getattr(api, f"delete_namespaced_{snake}"),
         )
-    return (
-        api.list_namespaced_resource_claim,
-        api.create_namespaced_resource_claim,
-        api.delete_namespaced_resource_claim,
-    )
+    custom = client.CustomObjectsApi(a.api_client)
+    group, version, plural = "resource.k8s.io", "v1", PLURALS[kind]
+
+    def list_custom(ns: str, **kw: Any) -> list[dict[str, Any]]:
+        found = custom.list_namespaced_custom_object(group, version, ns, plural, **kw)
+        return list(found["items"])
+
+    def create_custom(ns: str, body: Any) -> Any:
+        return custom.create_namespaced_custom_object(group, version, ns, plural, body)
+
+    def delete_custom(name: str, ns: str) -> Any:
+        return custom.delete_namespaced_custom_object(group, version, ns, plural, name)
+
+    return list_custom, create_custom, delete_custom
 
 
 def _wanted_claims(r: DraRendered) -> dict[str, dict[str, dict[str, Any]]]:
@@ -74,7 +92,7 @@ def _wanted_claims(r: DraRendered) -> dict[str, dict[str, dict[str, Any]]]:
 def _existing_claims(a: KubeApplier, kind: str) -> dict[str, dict[str, Any]]:
     list_fn = _claim_calls(a, kind)[0]
     found = a._retry(list_fn, a.namespace, label_selector=f"{MANAGED_BY}={MANAGER}")
-    return {o["metadata"]["name"]: o for o in _plain(found.items)}
+    return {o["metadata"]["name"]: o for o in found}
 
 
 def _deployments(a: KubeApplier) -> dict[str, dict[str, Any]]:

@@ -75,7 +75,12 @@ def _named_claims(kube: KubeServer) -> set[str]:
     return out
 
 
-def test_apply_creates_claims_and_deployments_then_changes_nothing(kube: KubeServer) -> None:
+@pytest.mark.parametrize("api", ["ResourceV1Api", "CustomObjectsApi"])
+def test_apply_creates_claims_and_deployments_then_changes_nothing(
+    kube: KubeServer, api: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if api == "CustomObjectsApi":  # an installed client older than kubernetes 34
+        monkeypatch.delattr(client, "ResourceV1Api")
     snap = _snapshot()
     p = plan(snap)
     a = _applier(kube)
