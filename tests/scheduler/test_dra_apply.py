@@ -50,6 +50,7 @@ def kube() -> Iterator[KubeServer]:
         c0 = k.state.deployments[("default", "llama-3-8b")]["spec"]["template"]["spec"]
         c0["containers"][0]["resources"] = {"limits": {"cpu": "4", "nvidia.com/gpu": "1"}}
         c0["containers"][0]["env"] = [{"name": "HF_HOME", "value": "/models"}]
+        c0["resourceClaims"] = [{"name": "scratch", "resourceClaimName": "user-scratch"}]
         yield k
 
 
@@ -104,7 +105,7 @@ def test_apply_creates_claims_and_deployments_then_changes_nothing(
     assert {n: o["spec"] for n, o in claims.items()} == {
         o["metadata"]["name"]: o["spec"] for o in r.claims
     }
-    assert _named_claims(kube) == set(templates) | set(claims)
+    assert _named_claims(kube) == set(templates) | set(claims) | {"user-scratch"}
     for o in [*templates.values(), *claims.values(), *kube.state.deployments.values()]:
         kubernetes_validate.validate(o, "1.34.0", strict=True)  # what the cluster now holds
     for d in kube.state.deployments.values():
@@ -123,6 +124,10 @@ def test_apply_creates_claims_and_deployments_then_changes_nothing(
     llama = _pod(kube, "llama-3-8b")["containers"][0]
     assert llama["resources"]["limits"] == {"cpu": "4"}
     assert llama["env"] == [{"name": "HF_HOME", "value": "/models"}]
+    assert _pod(kube, "llama-3-8b")["resourceClaims"][0] == {
+        "name": "scratch",
+        "resourceClaimName": "user-scratch",
+    }  # a claim someone else added is kept
     # a second apply: no change to report and no write sent
     assert a.apply(p, snap.gpus, dry_run=True, target="dra").changes == ()
     before = copy.deepcopy((kube.state.deployments, kube.state.resource))
@@ -150,7 +155,7 @@ def test_a_changed_share_keeps_the_claim_and_a_dropped_gpu_deletes_it(kube: Kube
     assert a.apply(p3, snap2.gpus, target="dra").applied
     assert claim not in _stored(kube, "resourceclaims")
     stored = set(_stored(kube, "resourceclaims")) | set(_stored(kube, "resourceclaimtemplates"))
-    assert stored == _named_claims(kube)
+    assert stored == _named_claims(kube) - {"user-scratch"}
     assert a.apply(p3, snap2.gpus, dry_run=True, target="dra").changes == ()
 
 
