@@ -6,6 +6,8 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from scheduler import catalog
@@ -286,3 +288,67 @@ def test_time_sliced_gpus_get_a_time_slicing_claim() -> None:
     assert all(not _env(d) for d in r.deployments)
     for o in r.objects():
         kubernetes_validate.validate(o, K8S_VERSION, strict=True)
+
+
+_WORKLOADS = st.lists(
+    st.tuples(
+        st.integers(2000, 60000),  # mem MiB
+        st.sampled_from([0.05, 0.1, 0.2, 0.3, 0.45, 0.7, 1.0]),  # compute (A100 = 1)
+        st.integers(1, 3),  # replicas
+        st.sampled_from(["strict", "shared", "best-effort"]),
+    ),
+    min_size=1,
+    max_size=4,
+)
+
+
+@settings(max_examples=25, deadline=None)
+@given(_WORKLOADS, st.sampled_from(["a100", "h100", "t4"]))
+def test_every_placed_replica_gets_what_it_needs_from_its_claim(
+    specs: list[tuple[int, float, int, str]], kind: str
+) -> None:
+    gpus = fleet((kind, "n", 3))
+    ws = tuple(
+        workload(
+            f"m{i}", mem, c, n, iso=iso, latency="batch" if iso == "best-effort" else "interactive"
+        )
+        for i, (mem, c, n, iso) in enumerate(specs)
+    )
+    snap = Snapshot(gpus, ws)
+    p = plan(snap)
+    r = render_dra(p, gpus)
+    claims = _claims_by_name(r)
+    by_model = {w.model: w for w in ws}
+    placed: dict[str, int] = {}
+    for d in r.deployments:
+        model = d["metadata"]["labels"]["costctl.io/model"]
+        placed[model] = placed.get(model, 0) + d["spec"]["replicas"]
+        spec = _claim_spec(claims[_pod_claim(d)])
+        (req,) = spec["devices"]["requests"]
+        for cfg in spec["devices"].get("config", []):
+            GpuConfig.model_validate(cfg["opaque"]["parameters"])
+        env = _env(d)
+        if env:  # MPS: the client's own share covers its demand on that GPU type
+            w = by_model[model]
+            pct = int(env["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"])
+            mem = int(env["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"].removeprefix("0=").removesuffix("M"))
+            assert pct / 100 >= w.compute_on(gpus[0].gpu_type) - 1e-9 and mem >= w.mem_mib
+        if req["exactly"]["deviceClassName"] == MIG_CLASS:
+            variant = d["metadata"]["labels"]["costctl.io/variant"]
+            exprs = " ".join(s["cel"]["expression"] for s in req["exactly"]["selectors"])
+            profiles = {s.profile for s in p.slots if s.model == model and s.mode is Mode.mig}
+            assert any(
+                f"profile == '{pr}'" in exprs and variant.endswith(pr.replace(".", "-"))
+                for pr in profiles
+            )  # type: ignore[union-attr]
+    unplaced = {u.model for u in p.unplaced}
+    for w in ws:
+        if w.model not in unplaced:
+            assert placed.get(w.model, 0) == w.replicas
+    # shared GPUs: the clients' thread percentages on one claim never add up past the GPU
+    per_claim: dict[str, int] = {}
+    for d in r.deployments:
+        if _env(d):
+            pct = int(_env(d)["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"]) * d["spec"]["replicas"]
+            per_claim[_pod_claim(d)] = per_claim.get(_pod_claim(d), 0) + pct
+    assert all(v <= 100 for v in per_claim.values())
