@@ -18,12 +18,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+import pandas as pd
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from billing.enforcement.config import EnforcementConfig, TokenPrice
 from billing.enforcement.enums import Basis
-from billing.kinds import LedgerKind
+from billing.kinds import IDLE, UNALLOCATED, UNPRICED, LedgerKind
 from billing.models import LedgerEntry, table_of
 
 MICROS_PER_CENT = 10_000
@@ -97,3 +98,23 @@ def load_rates(engine: Engine, config: EnforcementConfig, now: datetime) -> Rate
             (str(m), int(c or 0), int(i or 0), int(o or 0)) for m, c, i, o in conn.execute(stmt)
         ]
     return Rates(config, measure(rows, config))
+
+
+def add_price(frame: pd.DataFrame, config: EnforcementConfig) -> pd.DataFrame:
+    """Ledger-shaped rows (model, customer, input_tokens, output_tokens, cost_usd) with
+    ``price_usd`` (their tokens at the rate card, customer overrides first; idle, unallocated
+    and unpriced rows have no price) and ``margin_usd = price_usd - cost_usd`` (pure)."""
+    out = frame.copy()
+    none = {IDLE, UNALLOCATED, UNPRICED}
+    micros = []
+    for m, c, i, o in zip(
+        out["model"], out["customer"], out["input_tokens"], out["output_tokens"], strict=True
+    ):
+        if c in none or m in none:
+            micros.append(0.0)
+            continue
+        p = config.price(str(m), str(c))
+        micros.append(int(i) * p.input_usd_per_mtok + int(o) * p.output_usd_per_mtok)
+    out["price_usd"] = [round(x / 1_000_000, 6) for x in micros]
+    out["margin_usd"] = (out["price_usd"] - out["cost_usd"].astype(float)).round(6)
+    return out
