@@ -52,7 +52,13 @@ def load_weekly(engine: Engine, week: str, config: BillingConfig) -> WeeklyRepor
         engine, config.enforcement, w.start, w.end, config.ledger_resolution_s
     )
     return build_weekly(
-        week, w, cur_ledger, prev_ledger, budgets=budgets, top_n=config.export.top_n
+        week,
+        w,
+        cur_ledger,
+        prev_ledger,
+        budgets=budgets,
+        top_n=config.export.top_n,
+        rate_card=config.enforcement,
     )
 
 

@@ -30,6 +30,7 @@ from costctl.cli import app
 from costctl.commands import enforcement as enforcement_cmd
 from dashboard.auth import Viewer
 from dashboard.budgets import budget_status_frame, make_budget_panel
+from dashboard.export import load_weekly
 from tests.enforcement.conftest import NOW, authorize, make_enf_api, usage
 from tests.utils.api import Api
 
@@ -242,6 +243,14 @@ def test_one_spent_in_status_burn_dashboard_and_export(
     assert "cost" in line.name and "$1.50" in line.name
     frame = budget_status_frame(engine, cfg.enforcement, NOW)
     assert frame[["spent_usd", "basis"]].values.tolist() == [[1.5, "cost"]]
+    # the weekly export: the budget judged at the end of each day, price and margin per line
+    weekly = load_weekly(engine, "2026-W48", cfg)
+    b = weekly.budgets
+    day = b[b["period_start"] == NOW.replace(hour=0).isoformat()]
+    assert day[["spent_usd", "basis"]].values.tolist() == [[1.5, "cost"]]
+    lines = weekly.lines[["customer", "cost_usd", "price_usd", "margin_usd"]]
+    assert lines.values.tolist() == [["acme", 0.5, 0.002, -0.498]]
+    assert weekly.customers[["price_usd", "margin_usd"]].values.tolist() == [[0.002, -0.498]]
     if engine.dialect.name == "sqlite":  # the CLI opens the database by URL (PG: a schema)
         monkeypatch.setattr(enforcement_cmd, "now", lambda: NOW)
         monkeypatch.delenv("COSTCTL_REDIS_URL", raising=False)
