@@ -111,7 +111,7 @@ def build_weekly(
     lines = lines.sort_values(["cost_usd", *KEYS], ascending=[False, True, True, True])
     customers = _wow(_sum(ledger, ["customer"]), _sum(prev_ledger, ["customer"]), ["customer"])
     if rate_card is not None:
-        lines = add_price(lines, rate_card)
+        lines = add_price(lines, rate_card).round({"price_usd": 6, "margin_usd": 6})
         per = lines.groupby("customer")["price_usd"].sum()
         customers["price_usd"] = customers["customer"].map(per).fillna(0.0).round(6)
         customers["margin_usd"] = (customers["price_usd"] - customers["cost_usd"]).round(6)

@@ -115,6 +115,6 @@ def add_price(frame: pd.DataFrame, config: EnforcementConfig) -> pd.DataFrame:
             continue
         p = config.price(str(m), str(c))
         micros.append(int(i) * p.input_usd_per_mtok + int(o) * p.output_usd_per_mtok)
-    out["price_usd"] = [round(x / 1_000_000, 6) for x in micros]
-    out["margin_usd"] = (out["price_usd"] - out["cost_usd"].astype(float)).round(6)
+    out["price_usd"] = [x / 1_000_000 for x in micros]
+    out["margin_usd"] = out["price_usd"] - out["cost_usd"].astype(float)
     return out
