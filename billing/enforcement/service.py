@@ -147,10 +147,13 @@ class Enforcer:
 
     # -- policy cache -------------------------------------------------------------------
     def refresh(self) -> Policy:
-        """Reload budgets, rate rules and kill-switches from the database now."""
+        """Reload budgets, rate rules and kill-switches from the database now (and the cost
+        rates when they are older than ``rates_refresh_s``)."""
         policy = load_policy(self.engine)
         with self._lock:
             self._policy, self._loaded_at = policy, time.monotonic()
+        if time.monotonic() - self._rates_at > self.config.rates_refresh_s:
+            self.rates(fresh=True)
         return policy
 
     def policy(self) -> Policy:
@@ -161,9 +164,10 @@ class Enforcer:
         return p
 
     def rates(self, now: datetime | None = None, *, fresh: bool = False) -> Rates:
-        """The pricing snapshot; cost rates re-measured from the ledger every rates_refresh_s."""
+        """The pricing snapshot (cost rates re-measured from the ledger by ``refresh``, i.e. off
+        the authorize path, every rates_refresh_s; inline only on first use or ``fresh``)."""
         r = self._rates
-        if fresh or r is None or time.monotonic() - self._rates_at > self.config.rates_refresh_s:
+        if fresh or r is None:
             r = load_rates(self.engine, self.config, now or self.clock())
             with self._lock:
                 self._rates, self._rates_at = r, time.monotonic()
