@@ -196,7 +196,6 @@ def get_burn(state: StateDep, enf: EnforcerDep, p: ReadDep, now: NowDep) -> list
         enf.config,
         now,
         reservations=enf.reservations,
-        rates=enf.rates(now),
         resolution_s=state.config.ledger_resolution_s,
     )
     if p.customer is not None:
