@@ -138,9 +138,14 @@ def _burn(api: Api) -> dict[str, Any]:
     return row
 
 
-def test_mid_period_cost_budget_authorize_settle_and_reconcile(engine: Engine) -> None:
+@pytest.mark.parametrize("counters", ["sql", "redis"])
+def test_mid_period_cost_budget_authorize_settle_and_reconcile(
+    engine: Engine, counters: str, request: pytest.FixtureRequest
+) -> None:
     _history(engine)
-    api, _ = make_enf_api(engine)
+    url = request.getfixturevalue("redis_url") if counters == "redis" else None
+    api, _ = make_enf_api(engine, redis_url=url)
+    assert _enf(api).reservations.name == counters
     body = {"customer": "acme", "period": "daily", "limit_usd": 2.0}
     r = api.client.put("/v1/budgets/acme", json=body, headers=api.h("admin"))
     assert r.status_code == 201 and r.json()["basis"] == "cost"
