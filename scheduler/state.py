@@ -3,7 +3,9 @@
 Mutable and private to ``scheduler.planner``; plugins only ever see frozen ``GpuUse`` views.
 Details: free GPUs are grouped by (type, pricing class, price, node sharing) and one
 representative per group is offered (equivalent GPUs score alike), open MPS/time-slice GPUs are
-bucketed by free SM share so that a replica is offered the tightest few, not all of them.
+bucketed by the smaller of their free SM share and free memory (in 1/1000 of the GPU), so
+that a replica is offered the tightest few that can hold both, not all of them (a GPU whose
+memory is full sits in bucket 0 whatever its free SM share).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from scheduler.plugins.filters import NODE_SHARING
 
 BUCKET = 10  # milli per free-compute bucket
 N_BUCKETS = 1000 // BUCKET + 1
+SCAN = 16  # GPUs examined per bucket for an exact fit
 FreeKey = tuple[str, str, float, NodeSharing | None]
 
 
@@ -142,14 +145,31 @@ class PackState:
         if buckets is None:
             return []
         out: list[int] = []
-        first = -(-req.compute_milli // BUCKET)
+        need_mem = req.mem_mib
+        first = min(req.compute_milli, self._mem_milli(need_mem, type_name)) // BUCKET
         for b in range(first, N_BUCKETS):
             bucket = buckets[b]
-            if bucket:
-                out.extend(itertools.islice(bucket, self.per_bucket))
-                if len(out) >= self.max_open:
-                    break
+            taken = 0
+            for pos in itertools.islice(bucket, SCAN):
+                g = self.gpus[pos]
+                if (
+                    g.compute_used + req.compute_milli <= 1000
+                    and g.mem_used + need_mem <= g.mem_capacity
+                ):
+                    out.append(pos)
+                    taken += 1
+                    if taken >= self.per_bucket:
+                        break
+            if len(out) >= self.max_open:
+                break
         return out
+
+    def _mem_milli(self, mem_mib: float, type_name: str) -> int:
+        return int(mem_mib * 1000 // gpu_type(type_name).memory_mib)
+
+    def _bucket(self, g: GpuState) -> int:
+        free_mem = int((g.mem_capacity - g.mem_used) * 1000 // g.mem_capacity)
+        return max(0, min(1000 - g.compute_used, free_mem)) // BUCKET
 
     def gang_nodes(self, k: int) -> list[str]:
         """Nodes with at least ``k`` free GPUs whose sharing admits whole GPUs."""
@@ -164,8 +184,7 @@ class PackState:
     def _unindex(self, g: GpuState) -> None:
         self._views.pop(g.pos, None)
         if g.mode in (Mode.mps, Mode.timeslice):
-            free = 1000 - g.compute_used
-            self.open_shared[(g.mode, g.snap.gpu_type)][free // BUCKET].pop(g.pos, None)
+            self.open_shared[(g.mode, g.snap.gpu_type)][self._bucket(g)].pop(g.pos, None)
         elif g.mode is Mode.mig:
             self.open_mig[g.snap.gpu_type].pop(g.pos, None)
 
@@ -173,7 +192,7 @@ class PackState:
         if g.mode in (Mode.mps, Mode.timeslice):
             key = (g.mode, g.snap.gpu_type)
             buckets = self.open_shared.setdefault(key, [{} for _ in range(N_BUCKETS)])
-            buckets[(1000 - g.compute_used) // BUCKET][g.pos] = None
+            buckets[self._bucket(g)][g.pos] = None
         elif g.mode is Mode.mig:
             self.open_mig[g.snap.gpu_type][g.pos] = None
 

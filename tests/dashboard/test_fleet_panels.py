@@ -65,13 +65,26 @@ def test_whatif_panel_numbers(sampled: Engine) -> None:
     now = T0 + timedelta(minutes=1)
     snap = load_snapshot(sampled, SchedulerConfig(), now)
     assert snap is not None
-    rows = what_if(snap, (3, 5, 10))
+    rows = what_if(snap, (1, 3, 5, 10))
     fig = FleetPanels(sampled, SchedulerConfig()).whatif(now, ADMIN)
-    packed, naive = fig.data
+    packed, current, naive = fig.data
     assert list(packed.y) == [r.packed_usd_per_hour for r in rows]
+    assert list(current.y) == [r.current_usd_per_hour for r in rows]
     assert list(naive.y) == [r.naive_usd_per_hour for r in rows]
     assert [int(t.split()[0]) for t in naive.text] == [r.naive_gpus for r in rows]
-    assert rows[2].naive_gpus >= rows[0].naive_gpus  # 10x needs at least what 3x needs
+    # 1x is the plan panel's plan: same planner, fleet, current placement and demand
+    view = packing_view(snap)
+    assert rows[0].packed_usd_per_hour == view.usd_per_hour
+    assert rows[0].packed_gpus == len(view.rows)
+    assert rows[0].current_usd_per_hour == view.plan.current_usd_per_hour
+    assert rows[3].current_usd_per_hour == pytest.approx(10 * view.plan.current_usd_per_hour)
+    assert rows[3].naive_gpus == 10 * rows[0].naive_gpus
+    # the demo's measured demand is memory-bound (SM ~1%): replicas of 73.5, 50.4, 21 and
+    # 16.8 GB on 80 GB GPUs. At 10x one model per GPU needs 70 GPUs; the memory lower bound
+    # is 20 (73.5 GB each) + ceil((20x21 + 20x16.8 + 10x50.4) / 80) = 36. Packing used to
+    # offer only GPUs with free SM share, memory-full ones first, and opened 62 GPUs.
+    assert all(r.unplaced == 0 for r in rows)
+    assert rows[3].packed_gpus <= 40 < rows[3].naive_gpus
 
 
 def test_no_samples_no_plan(engine: Engine) -> None:
@@ -82,9 +95,10 @@ def test_no_samples_no_plan(engine: Engine) -> None:
 
 
 def test_figures_of_fixed_views() -> None:
-    rows = [WhatIf(3, 2, 10.0, 6, 30.0, 0), WhatIf(10, 5, 25.0, 20, 100.0, 1)]
+    rows = [WhatIf(3, 2, 10.0, 6, 30.0, 0, 12.0), WhatIf(10, 5, 25.0, 20, 100.0, 1, 40.0)]
     fig = whatif_figure(rows)
-    assert list(fig.data[0].y) == [10.0, 25.0] and list(fig.data[1].y) == [30.0, 100.0]
+    assert list(fig.data[0].y) == [10.0, 25.0] and list(fig.data[2].y) == [30.0, 100.0]
+    assert list(fig.data[1].y) == [12.0, 40.0]
     assert fig.data[0].text[1] == "5 GPUs, 1 unplaced"
     assert len(whatif_figure([]).data) == 0
     assert plan_figure.__doc__
