@@ -48,6 +48,8 @@ class GpuUse:
     profiles: tuple[str, ...] = ()
     models: frozenset[str] = frozenset()
     current_models: frozenset[str] = frozenset()
+    node_cpu_free: float = float("inf")  # allocatable CPU (milli) of the node not yet requested
+    node_mem_free_mib: float = float("inf")  # allocatable memory (MiB) not yet requested
 
 
 class FilterPlugin(Protocol):

@@ -105,7 +105,7 @@ class _Packer:
         for type_name, req in reqs:
             cands = self.state.open_candidates(req, type_name)
             if not open_only:
-                cands += self.state.free_representatives(type_name, NODE_SHARING[req.mode])
+                cands += self.state.free_representatives(type_name, NODE_SHARING[req.mode], w)
             for pos in cands:
                 view = self.state.view(pos)
                 bad = self.fw.run_filters(w, req, view)
@@ -127,6 +127,9 @@ class _Packer:
         """``w.gpus`` whole GPUs of one node: the allowed node with the fewest free GPUs."""
         nodes: list[tuple[int, str, list[int]]] = []
         for node in self.state.gang_nodes(w.gpus):
+            cpu, mem = self.state.host_free(node)
+            if w.cpu_milli > cpu + 1e-9 or w.host_mem_mib > mem + 1e-9:
+                continue
             free = self.state.node_free[node]
             if w.gpu_types:
                 free = [p for p in free if w.allows(self.state.gpus[p].snap.gpu_type)]
