@@ -165,11 +165,16 @@ class GpuPlan:
 
 @dataclass(frozen=True)
 class NodePlan:
-    """A node's device-plugin sharing config and whether its MIG layout changes."""
+    """A node's device-plugin sharing config and whether its MIG layout changes.
+
+    ``mps_replicas``: under equal MPS shares, the replicas each GPU of the node is split into
+    (every client gets 1/mps_replicas of SMs and memory); 0 when not planned that way.
+    """
 
     name: str
     sharing: NodeSharing
     mig_config: str | None = None
+    mps_replicas: int = 0
 
 
 @dataclass(frozen=True)

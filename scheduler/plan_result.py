@@ -131,7 +131,8 @@ def build_plan(snapshot: Snapshot, state: PackState, unplaced: tuple[Unplaced, .
             (index[p.uuid], mig.multiset(p.mig_layout) if p.mig_layout else None) for p in plans
         ]
         sharing = state.node_sharing[name] or NodeSharing.none
-        nodes.append(NodePlan(name, sharing, mig_config_name(devices)))
+        mps = state.node_mps_replicas[name] if sharing is NodeSharing.mps else 0
+        nodes.append(NodePlan(name, sharing, mig_config_name(devices), mps))
     price = {g.uuid: g.usd_per_hour for g in snapshot.gpus}
     current_usd = sum(price.get(u, 0.0) for u in {s.gpu_uuid for s in snapshot.current})
     return Plan(

@@ -31,8 +31,14 @@ from scheduler.plugins.most_allocated import MostAllocatedScore
 from scheduler.plugins.price import PriceScore
 from scheduler.plugins.stability import StabilityScore
 from scheduler.policy import Policy
-from scheduler.state import Member, PackState
-from scheduler.strategies import Strategy, strategy_table
+from scheduler.state import GpuState, Member, PackState
+from scheduler.strategies import (
+    EqualMpsShare,
+    Strategy,
+    equal_mps_replicas,
+    equal_mps_request,
+    strategy_table,
+)
 
 MAX_REASONS = 20
 
@@ -88,9 +94,9 @@ class _Packer:
             if not w.allows(type_name):
                 continue
             for strategy in self.table.values():
-                req = strategy.request(w, type_name)
-                if req is not None:
-                    out.append((type_name, req))
+                many = getattr(strategy, "requests", None)
+                reqs = many(w, type_name) if many else [strategy.request(w, type_name)]
+                out.extend((type_name, r) for r in reqs if r is not None)
         self._requests[w] = out
         return out
 
@@ -103,7 +109,7 @@ class _Packer:
             return Unplaced(w.model, replica, (("*", why),))
         best: tuple[int, int, Request] | None = None
         for type_name, req in reqs:
-            cands = self.state.open_candidates(req, type_name)
+            cands = self.state.open_candidates(req, type_name, w)
             if not open_only:
                 cands += self.state.free_representatives(type_name, NODE_SHARING[req.mode], w)
             for pos in cands:
@@ -149,6 +155,43 @@ class _Packer:
             self.state.add(p, w, replica, Request(Mode.gpu, 1000, mem, 1.0))
         return None
 
+    def resplit(self, w: Workload, replica: int) -> bool:
+        """Place an unplaced replica by splitting an MPS node into fewer, larger equal shares
+        (every replica already there must fit the larger share); False if no node can."""
+        if Mode.mps not in self.table or not isinstance(self.table[Mode.mps], EqualMpsShare):
+            return False
+        max_r = self.table[Mode.mps].max_replicas  # type: ignore[union-attr]
+        st = self.state
+        for node, r in sorted(st.node_mps_replicas.items()):
+            if not r or st.node_sharing[node] is not NodeSharing.mps:
+                continue
+            gpus = [g for g in st.gpus if g.snap.node == node and g.members]
+            for new in range(r - 1, 1, -1):
+                ok = all(
+                    len(g.members) <= new
+                    and all(
+                        equal_mps_replicas(m.w, g.snap.gpu_type, max_r) >= new for m in g.members
+                    )
+                    for g in gpus
+                )
+                if not ok:
+                    continue
+                self._reshare(gpus, new)
+                if self.place(w, replica) is None:
+                    return True
+                self._reshare(gpus, r)
+        return False
+
+    def _reshare(self, gpus: list[GpuState], replicas: int) -> None:
+        moved = [(g, list(g.members)) for g in gpus]
+        for g, members in moved:
+            for m in members:
+                self.state.remove(g.pos, m)
+        for g, members in moved:
+            for m in members:
+                req = equal_mps_request(g.snap.gpu_type, replicas)
+                self.state.add(g.pos, m.w, m.replica, req)
+
     def improve(self, rounds: int) -> None:
         """Try to empty the emptiest GPUs by moving their replicas onto other open GPUs."""
         for _ in range(rounds):
@@ -183,7 +226,7 @@ class _Packer:
     def _best_open(self, m: Member, exclude: int) -> tuple[int, Request] | None:
         best: tuple[int, int, Request] | None = None
         for type_name, req in self.requests(m.w):
-            for pos in self.state.open_candidates(req, type_name):
+            for pos in self.state.open_candidates(req, type_name, m.w):
                 if pos == exclude:
                     continue
                 view = self.state.view(pos)
@@ -207,14 +250,16 @@ def plan(snapshot: Snapshot, policy: Policy | None = None) -> Plan:
     """
     policy = policy or Policy()
     packer = _Packer(
-        PackState(snapshot), make_framework(snapshot, policy), strategy_table(policy.modes)
+        PackState(snapshot),
+        make_framework(snapshot, policy),
+        strategy_table(policy.modes, policy.mps_shares, policy.max_mps_clients),
     )
     unplaced: list[Unplaced] = []
     replicas = [(w, r) for w in snapshot.workloads for r in range(w.replicas)]
     replicas.sort(key=lambda wr: (replica_order(wr[0]), wr[1]))
     for w, r in replicas:
         miss = packer.place_gang(w, r) if w.gpus > 1 else packer.place(w, r)
-        if miss is not None:
+        if miss is not None and not (w.gpus == 1 and packer.resplit(w, r)):
             unplaced.append(miss)
     if policy.improve:
         packer.improve(policy.improve_rounds)

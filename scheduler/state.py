@@ -25,7 +25,7 @@ BUCKET = 10  # milli per free-compute bucket
 N_BUCKETS = 1000 // BUCKET + 1
 SCAN = 16  # GPUs examined per bucket for an exact fit
 HOST_LEVELS = 8  # free GPUs are grouped by how much of their node's CPU/memory is left
-FreeKey = tuple[str, str, float, NodeSharing | None, int]
+FreeKey = tuple[str, str, float, NodeSharing | None, int, int]
 
 
 @dataclass
@@ -69,11 +69,12 @@ class PackState:
             for i, g in enumerate(snapshot.gpus)
         ]
         self.node_sharing: dict[str, NodeSharing | None] = {g.node: None for g in snapshot.gpus}
+        self.node_mps_replicas: dict[str, int] = defaultdict(int)
         self.node_open: dict[str, int] = defaultdict(int)
         self.node_free: dict[str, list[int]] = defaultdict(list)
         self.free: dict[FreeKey, list[int]] = {}
         self.free_keys: dict[str, list[FreeKey]] = defaultdict(list)
-        self.open_shared: dict[tuple[Mode, str], list[dict[int, None]]] = {}
+        self.open_shared: dict[tuple[Mode, str, int], list[dict[int, None]]] = {}
         self.open_mig: dict[str, dict[int, None]] = defaultdict(dict)
         inf = float("inf")
         self.host_cap: dict[str, tuple[float, float]] = {
@@ -106,6 +107,7 @@ class PackState:
             s.usd_per_hour,
             self.node_sharing[s.node],
             self._host_level(s.node),
+            self.node_mps_replicas[s.node],
         )
 
     def host_free(self, node: str) -> tuple[float, float]:
@@ -138,6 +140,7 @@ class PackState:
         if (
             cached is not None
             and cached.node_sharing == self.node_sharing[cached.node]
+            and cached.node_mps_replicas == self.node_mps_replicas[cached.node]
             and cached.node_cpu_free == cpu
             and cached.node_mem_free_mib == mem
         ):
@@ -151,6 +154,7 @@ class PackState:
             mem_capacity_mib=g.mem_capacity,
             mode=g.mode,
             node_sharing=self.node_sharing[g.snap.node],
+            node_mps_replicas=self.node_mps_replicas[g.snap.node],
             compute_used=g.compute_used,
             mem_used_mib=g.mem_used,
             clients=len(g.members),
@@ -197,11 +201,12 @@ class PackState:
         g = self.gpus[pos]
         return g.mode is None and self._free_key(g) == key
 
-    def open_candidates(self, req: Request, type_name: str) -> list[int]:
-        """Open GPUs of this type and mode that may take ``req`` (tightest buckets first)."""
+    def open_candidates(self, req: Request, type_name: str, w: Workload | None = None) -> list[int]:
+        """Open GPUs of this type and mode that may take ``req`` (tightest buckets first;
+        given ``w``, only on nodes with its CPU and memory left)."""
         if req.mode is Mode.mig:
             return list(self.open_mig[type_name])
-        buckets = self.open_shared.get((req.mode, type_name))
+        buckets = self.open_shared.get((req.mode, type_name, req.replicas))
         if buckets is None:
             return []
         out: list[int] = []
@@ -215,6 +220,7 @@ class PackState:
                 if (
                     g.compute_used + req.compute_milli <= 1000
                     and g.mem_used + need_mem <= g.mem_capacity
+                    and (w is None or self.host_fits(g.snap.node, w))
                 ):
                     out.append(pos)
                     taken += 1
@@ -244,17 +250,21 @@ class PackState:
     def _unindex(self, g: GpuState) -> None:
         self._views.pop(g.pos, None)
         if g.mode in (Mode.mps, Mode.timeslice):
-            self.open_shared[(g.mode, g.snap.gpu_type)][self._bucket(g)].pop(g.pos, None)
+            key = (g.mode, g.snap.gpu_type, self._replicas(g))
+            self.open_shared[key][self._bucket(g)].pop(g.pos, None)
         elif g.mode is Mode.mig:
             self.open_mig[g.snap.gpu_type].pop(g.pos, None)
 
     def _index(self, g: GpuState) -> None:
         if g.mode in (Mode.mps, Mode.timeslice):
-            key = (g.mode, g.snap.gpu_type)
+            key = (g.mode, g.snap.gpu_type, self._replicas(g))
             buckets = self.open_shared.setdefault(key, [{} for _ in range(N_BUCKETS)])
             buckets[self._bucket(g)][g.pos] = None
         elif g.mode is Mode.mig:
             self.open_mig[g.snap.gpu_type][g.pos] = None
+
+    def _replicas(self, g: GpuState) -> int:
+        return g.members[0].req.replicas if g.members else 0
 
     def add(self, pos: int, w: Workload, replica: int, req: Request) -> None:
         """Place a replica (the caller has run the filters)."""
@@ -266,6 +276,7 @@ class PackState:
             self.node_open[node] += 1
             if self.node_sharing[node] is None:
                 self.node_sharing[node] = NODE_SHARING[req.mode]
+                self.node_mps_replicas[node] = req.replicas
                 for p in self.node_free[node]:
                     self._push_free(p)
         self._unindex(g)
@@ -293,6 +304,7 @@ class PackState:
         self.node_open[node] -= 1
         if self.node_open[node] == 0:
             self.node_sharing[node] = None
+            self.node_mps_replicas[node] = 0
             for p in self.node_free[node]:
                 self._push_free(p)
         else:

@@ -38,6 +38,14 @@ class NodeSharingFilter:
         if gpu.mode is not None and gpu.mode != req.mode:
             return [Insufficient("mode", f"GPU runs {gpu.mode.value}, not {req.mode.value}")]
         need = NODE_SHARING[req.mode]
+        if req.replicas and gpu.node_mps_replicas and gpu.node_mps_replicas != req.replicas:
+            return [
+                Insufficient(
+                    "mps_replicas",
+                    f"node {gpu.node} splits GPUs into {gpu.node_mps_replicas} MPS shares, "
+                    f"not {req.replicas}",
+                )
+            ]
         if gpu.node_sharing is not None and gpu.node_sharing != need:
             return [
                 Insufficient(
@@ -108,7 +116,7 @@ class FitFilter:
                     gpu.mem_capacity_mib,
                 )
             )
-        limit = self.max_clients[req.mode]
+        limit = req.replicas or self.max_clients[req.mode]
         if gpu.clients + 1 > limit:
             out.append(Insufficient("clients", f"{req.mode.value} clients", 1, gpu.clients, limit))
         return out or None
