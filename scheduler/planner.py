@@ -83,13 +83,14 @@ class _Packer:
     state: PackState
     fw: Framework
     table: dict[Mode, Strategy]
+    resplits_left: int = 64  # unplaced replicas that may try a resplit (bounds plan time)
     _requests: dict[Workload, list[tuple[str, Request]]] = field(default_factory=dict)
 
     def requests(self, w: Workload) -> list[tuple[str, Request]]:
         cached = self._requests.get(w)
         if cached is not None:
             return cached
-        out = []
+        out: list[tuple[str, Request]] = []
         for type_name in self.state.types:
             if not w.allows(type_name):
                 continue
@@ -158,15 +159,19 @@ class _Packer:
     def resplit(self, w: Workload, replica: int) -> bool:
         """Place an unplaced replica by splitting an MPS node into fewer, larger equal shares
         (every replica already there must fit the larger share); False if no node can."""
-        if Mode.mps not in self.table or not isinstance(self.table[Mode.mps], EqualMpsShare):
+        mps = self.table.get(Mode.mps)
+        if not isinstance(mps, EqualMpsShare) or self.resplits_left <= 0:
             return False
-        max_r = self.table[Mode.mps].max_replicas  # type: ignore[union-attr]
+        self.resplits_left -= 1
+        max_r = mps.max_replicas
         st = self.state
         for node, r in sorted(st.node_mps_replicas.items()):
             if not r or st.node_sharing[node] is not NodeSharing.mps:
                 continue
             gpus = [g for g in st.gpus if g.snap.node == node and g.members]
-            for new in range(r - 1, 1, -1):
+            types = {g.snap.gpu_type for g in gpus}
+            fits = min((equal_mps_replicas(w, t, max_r) for t in types if w.allows(t)), default=0)
+            for new in range(min(r - 1, fits), 1, -1):
                 ok = all(
                     len(g.members) <= new
                     and all(

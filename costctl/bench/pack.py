@@ -145,7 +145,7 @@ def run(pods_csv: Path, nodes_csv: Path) -> dict[str, object]:
     snap = Snapshot(gpus, tuple(grouped), hosts)
     types = sorted({g.gpu_type for g in gpus})
     t0 = time.perf_counter()
-    result = plan(snap, Policy())
+    result = plan(snap, Policy(mps_shares="per-claim"))
     seconds = time.perf_counter() - t0
     t1 = time.perf_counter()
     runs = {

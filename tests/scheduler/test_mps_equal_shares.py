@@ -9,7 +9,6 @@ config, whatever the planner's per-slot numbers say.
 
 from __future__ import annotations
 
-
 import pytest
 import yaml
 from hypothesis import given, settings
