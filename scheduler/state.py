@@ -12,6 +12,7 @@ memory is full sits in bucket 0 whatever its free SM share).
 from __future__ import annotations
 
 import heapq
+import math
 import itertools
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -123,7 +124,10 @@ class PackState:
         if cap is None:
             return HOST_LEVELS - 1
         cpu, mem = self.host_free(node)
-        frac = min(cpu / cap[0] if cap[0] > 0 else 1.0, mem / cap[1] if cap[1] > 0 else 1.0)
+        frac = min(
+            cpu / cap[0] if 0 < cap[0] < math.inf else 1.0,
+            mem / cap[1] if 0 < cap[1] < math.inf else 1.0,
+        )
         return max(0, min(HOST_LEVELS - 1, int(frac * HOST_LEVELS)))
 
     def host_fits(self, node: str, w: Workload) -> bool:

@@ -1,6 +1,7 @@
 """Plan and what-if panels over scheduler's simulated demo fleet sampled into the store."""
 
 import tempfile
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from dashboard.auth import Viewer
 from dashboard.fleet import FleetPanels, load_snapshot, plan_figure, whatif_figure
 from scheduler.config import SchedulerConfig
 from scheduler.demo import start_demo_fleet
+from scheduler.planner import plan
 from scheduler.views import WhatIf, packing_view, what_if
 from tests.agent.apiserver import ApiServer, ingest_key
 from tests.utils.factories import T0
@@ -103,3 +105,26 @@ def test_figures_of_fixed_views() -> None:
     assert fig.data[0].text[1] == "5 GPUs, 1 unplaced"
     assert len(whatif_figure([]).data) == 0
     assert plan_figure.__doc__
+
+
+def test_store_snapshot_carries_pod_requests_and_node_allocatable(sampled: Engine) -> None:
+    now = T0 + timedelta(minutes=1)
+    config = SchedulerConfig(
+        model_cpu_milli={"llama-3-8b": 4000},
+        model_memory_mib={"llama-3-8b": 32768},
+        node_cpu_milli={"gpu-node-a": 3000, "gpu-node-b": 3000},
+    )
+    snap = load_snapshot(sampled, config, now)
+    assert snap is not None
+    w = {w.model: w for w in snap.workloads}
+    assert (w["llama-3-8b"].cpu_milli, w["llama-3-8b"].host_mem_mib) == (4000, 32768.0)
+    assert w["mistral-7b"].cpu_milli == 0
+    assert {(n.name, n.cpu_milli, n.mem_mib) for n in snap.nodes} == {
+        ("gpu-node-a", 3000, None),
+        ("gpu-node-b", 3000, None),
+    }
+    # neither node has the 4 CPUs a llama-3-8b pod requests: a repack leaves it unplaced
+    p = plan(replace(snap, current=()))
+    assert not any(s.model == "llama-3-8b" for s in p.slots)
+    assert {u.model for u in p.unplaced} == {"llama-3-8b"}
+    assert {r.resource for u in p.unplaced for _, r in u.reasons} <= {"cpu", "gpu"}
