@@ -12,8 +12,8 @@ memory is full sits in bucket 0 whatever its free SM share).
 from __future__ import annotations
 
 import heapq
-import math
 import itertools
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 
