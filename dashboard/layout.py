@@ -28,7 +28,7 @@ GRAPHS = {
     "g-idle": "idle cost",
     "g-budget": "budget burn-down",
     "g-plan": "packing plan per GPU",
-    "g-whatif": "what-if at 3x, 5x, 10x load",
+    "g-whatif": "what-if at 1x (the plan), 3x, 5x, 10x load",
 }
 FLEET_GRAPHS = ("g-utilization", "g-idle", "g-plan", "g-whatif")
 
