@@ -115,3 +115,6 @@ def test_rendered_shares_cover_demand_for_any_mix(specs: list[tuple[int, float, 
         1 for s in p.slots if s.mode is Mode.gpu
     )
     assert placed + len(p.unplaced) >= sum(w.replicas for w in ws)
+    if not p.unplaced:  # the bound relaxes equal shares to per-claim ones: still a bound
+        assert p.lower_bound.gpus <= p.gpus_used
+        assert p.lower_bound.usd_per_hour <= p.usd_per_hour + 1e-6
