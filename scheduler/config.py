@@ -44,6 +44,11 @@ class SchedulerConfig(BaseModel):
         "1/replicas of each GPU); per-claim: each client its own share (DRA claims)",
     )
     max_timeslice_replicas: int = Field(default=16, ge=1)
+    mps_shares: Literal["equal", "per-claim"] = Field(
+        default="equal",
+        description="equal: MPS clients of a GPU get equal shares (the device plugin's MPS); "
+        "per-claim: each client its own share (DRA claims carry them; `--target dra`)",
+    )
     demand_window_h: float = Field(default=24.0, gt=0)
     device_plugin_configmap: str = "costctl-device-plugin"
     mig_parted_configmap: str = "costctl-mig-parted"

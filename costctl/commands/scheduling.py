@@ -168,6 +168,23 @@ def _table(d: dict[str, Any]) -> str:
 
 
 APPLIER_FACTORY: Callable[[Settings], Any] | None = None
+TARGETS = ("device-plugin", "dra")
+TargetOpt = Annotated[
+    str,
+    typer.Option(
+        "--target", help="device-plugin (extended resources) | dra (resource.k8s.io/v1 claims)"
+    ),
+]
+
+
+def _policy(settings: Settings, target: str) -> Policy:
+    """The planning policy for ``target`` (exit 2 on an unknown one): DRA plans per-claim MPS."""
+    if target not in TARGETS:
+        fail(f"--target must be device-plugin or dra, not {target!r}")
+    cfg = settings.scheduler
+    if target == "dra":
+        cfg = cfg.model_copy(update={"mps_shares": "per-claim"})
+    return Policy.from_config(cfg)
 
 
 def _applier(settings: Settings) -> Any:
@@ -188,18 +205,26 @@ def register(app: typer.Typer) -> None:
         output: Annotated[
             str, typer.Option("-o", "--output", help="table|json|yaml|k8s")
         ] = "table",
+        target: TargetOpt = "device-plugin",
     ) -> None:
         """Print the packing plan, its cost, and the savings vs current and one-per-GPU."""
         if output not in ("table", "json", "yaml", "k8s"):
             fail(f"--output must be table, json, yaml or k8s, not {output!r}")
         c = get_ctx(ctx)
+        policy = _policy(c.settings, target)
         snap = build_snapshot(c, spec)
-        p = make_plan(snap, Policy.from_config(c.settings.scheduler))
+        p = make_plan(snap, policy)
         d = plan_to_dict(p)
         if output == "json":
             typer.echo(json.dumps(d, indent=2))
         elif output == "yaml":
             typer.echo(yaml.safe_dump(d, sort_keys=False))
+        elif output == "k8s" and target == "dra":
+            from scheduler.kube.dra import render_dra
+
+            ns = c.settings.scheduler.kube_namespace
+            objs = render_dra(p, snap.gpus, namespace=ns).objects()
+            typer.echo(yaml.safe_dump_all(objs, sort_keys=False))
         elif output == "k8s":
             from scheduler.kube import render, to_dicts
 
@@ -214,13 +239,15 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         spec: Annotated[Path | None, typer.Option(help="fleet + demand YAML")] = None,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="print the diff only")] = False,
+        target: TargetOpt = "device-plugin",
     ) -> None:
-        """Apply the plan on Kubernetes (node labels, ConfigMaps, Deployments)."""
+        """Apply the plan on Kubernetes (node labels, ConfigMaps, Deployments; DRA claims)."""
         c = get_ctx(ctx)
+        policy = _policy(c.settings, target)
         snap = build_snapshot(c, spec)
-        p = make_plan(snap, Policy.from_config(c.settings.scheduler))
+        p = make_plan(snap, policy)
         applier = _applier(c.settings)
-        result = applier.apply(p, snap.gpus, dry_run=dry_run)
+        result = applier.apply(p, snap.gpus, dry_run=dry_run, target=target)
         for ch in result.changes:
             typer.echo(f"{ch.kind}/{ch.name} {ch.field}: {ch.before!r} -> {ch.after!r}"[:300])
         typer.echo(

@@ -37,6 +37,8 @@ from urllib.parse import parse_qs, urlparse
 
 from kubernetes import client
 
+from tests.utils.kube_dra import route_resource
+
 MIG_CONFIG = "nvidia.com/mig.config"
 MIG_STATE = "nvidia.com/mig.config.state"
 
@@ -129,6 +131,10 @@ class KubeState:
     fail_next: list[int] = field(default_factory=list)
     requests: list[tuple[str, str]] = field(default_factory=list)
     access: list[Access] = field(default_factory=list)
+    # resource.k8s.io/v1 (tests/utils/kube_dra.py): "resourceclaimtemplates", "resourceclaims"
+    resource: dict[str, dict[tuple[str, str], dict[str, Any]]] = field(
+        default_factory=lambda: {"resourceclaimtemplates": {}, "resourceclaims": {}}
+    )
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add_node(self, name: str, labels: dict[str, str] | None = None) -> None:
@@ -335,6 +341,16 @@ class _Handler(BaseHTTPRequestHandler):
             if scale:
                 return self._scale(ns, name, method)
             return self._objects(st.deployments, ns, name, method, q, "Deployment")
+        found = route_resource(
+            st.resource,
+            method,
+            path,
+            lambda o: _selected(o, q.get("labelSelector")),
+            self._body,
+            merge,
+        )
+        if found is not None:
+            return found
         return 404, _status(404, f"no route {path}")
 
     def _pod_list(self, ns: str | None, q: dict[str, str]) -> dict[str, Any]:
