@@ -38,11 +38,6 @@ class SchedulerConfig(BaseModel):
         }
     )
     max_mps_clients: int = Field(default=48, ge=1, le=48)
-    mps_shares: Literal["equal", "per-claim"] = Field(
-        default="equal",
-        description="equal: MPS as the device plugin serves it (every client of a node gets "
-        "1/replicas of each GPU); per-claim: each client its own share (DRA claims)",
-    )
     max_timeslice_replicas: int = Field(default=16, ge=1)
     mps_shares: Literal["equal", "per-claim"] = Field(
         default="equal",
