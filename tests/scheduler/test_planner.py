@@ -38,7 +38,7 @@ def test_shared_models_use_mps_with_thread_percent_and_memory_limit() -> None:
     snap = Snapshot(fleet(("a100", "n1", 2)), (workload("m", 4000, 0.3, 3),))
     p = plan(snap)  # equal shares: 0.3 of the SMs fits a third of the GPU, not a quarter
     assert p.gpus_used == 1 and _by_mode(p) == {"mps": 3}
-    assert {(s.thread_pct, s.mem_limit_mib) for s in p.slots} == {(33, 81920 // 3)}
+    assert {(s.thread_pct, s.mem_limit_mib) for s in p.slots} == {(34, 81920 // 3)}  # ceil
     assert p.nodes[0].sharing is NodeSharing.mps and p.nodes[0].mps_replicas == 3
     per_claim = plan(snap, Policy(mps_shares="per-claim"))  # a DRA claim carries each share
     assert {(s.thread_pct, s.mem_limit_mib) for s in per_claim.slots} == {(30, 4000)}
