@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from billing.enforcement.domain import BucketSpec, Budget, Charge, Decision, Level, SettleResult
+from billing.enforcement.domain import (
+    BucketSpec,
+    Budget,
+    Charge,
+    Level,
+    Reserved,
+    SettleResult,
+)
 
-
-@dataclass(frozen=True)
-class Reserved:
-    """The outcome of a reservation attempt and the matching budgets' levels before it."""
-
-    decision: Decision
-    levels: tuple[tuple[Budget, Level], ...]
-    duplicate: bool = False
+__all__ = ["BucketBackend", "DeploymentScaler", "Publisher", "ReservationBackend", "Reserved"]
 
 
 class ReservationBackend(Protocol):

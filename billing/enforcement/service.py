@@ -2,9 +2,9 @@
 
 One ``Enforcer`` per API worker. It caches the policy (budgets, rate rules, kill-switches) and
 refreshes it on every change notice (Redis pub/sub) and at least every ``refresh_s`` (the
-database is the source of truth). Authorize order: kill-switch (memory) -> rate limits with
-load shedding (bucket backend) -> budget reservation (reservation backend, atomic) ->
-throttle of 'throttle' budgets past their soft line (releasing the reservation on refusal).
+database is the source of truth). Authorize runs the one rule, domain.authorize_rule
+(kill-switch -> rate limits with load shedding -> budget reservation -> throttle of 'throttle'
+budgets past their soft line), with the bucket and reservation backends as its atomic steps.
 """
 
 from __future__ import annotations
@@ -28,17 +28,15 @@ from billing.enforcement.backend import (
 )
 from billing.enforcement.config import EnforcementConfig
 from billing.enforcement.domain import (
-    ALLOW,
     AuthorizeRequest,
+    BucketSpec,
     Budget,
     Charge,
     Decision,
+    Reserved,
     SettleResult,
     actual_micros,
-    bucket_specs,
-    decide_kill,
-    estimate_micros,
-    throttled,
+    authorize_rule,
 )
 from billing.enforcement.killswitch import CHANNEL, kill
 from billing.enforcement.local import LocalBuckets
@@ -50,7 +48,7 @@ from billing.enforcement.redis_backend import (
     RedisReservations,
 )
 from billing.enforcement.sql_backend import SqlReservations
-from billing.enforcement.store import Policy, load_policy, matching_budgets
+from billing.enforcement.store import Policy, load_policy
 from billing.schemas import UsageEventIn
 
 log = logging.getLogger(__name__)
@@ -170,49 +168,49 @@ class Enforcer:
 
     def _authorize(self, req: AuthorizeRequest, now: datetime) -> Authorized:
         policy = self.policy()
-        killed = decide_kill(policy.kills, req)
-        if killed is not None:
-            return Authorized(killed)
-        specs = bucket_specs(policy.rules, req, (), self.config.throttle_rpm)
-        if specs:
-            self._bucket_keys.update(s.key for s in specs)
-            ok, spec, retry = self.buckets.take(specs, self.config.shed_reserve[req.priority], now)
-            if not ok and spec is not None:
-                return Authorized(Decision(False, spec.reason, retry, detail=spec.key))
-        budgets = matching_budgets(policy.budgets, req.customer, req.model, req.request_type)
         key = req.request_id or uuid.uuid4().hex
-        est = estimate_micros(
-            self.config.price(req.model), req.estimated_tokens, req.estimated_input_tokens
+
+        def take(
+            specs: Sequence[BucketSpec], reserve: float
+        ) -> tuple[bool, BucketSpec | None, float | None]:
+            self._bucket_keys.update(s.key for s in specs)
+            return self.buckets.take(specs, reserve, now)
+
+        def reserve(budgets: Sequence[Budget], est_micros: int, est_tokens: int) -> Reserved:
+            return self.reservations.reserve(
+                key,
+                budgets,
+                customer=req.customer,
+                model=req.model,
+                request_type=req.request_type,
+                est_micros=est_micros,
+                est_tokens=est_tokens,
+                now=now,
+                ttl_s=self.config.reservation_ttl_s,
+            )
+
+        def release() -> None:
+            self.reservations.release(key, now)
+
+        ruling = authorize_rule(
+            policy.kills,
+            policy.rules,
+            policy.budgets,
+            req,
+            self.config,
+            take=take,
+            reserve=reserve,
+            release=release,
         )
-        if not budgets:
-            return Authorized(ALLOW, key, 0, None)
-        got = self.reservations.reserve(
-            key,
-            budgets,
-            customer=req.customer,
-            model=req.model,
-            request_type=req.request_type,
-            est_micros=est,
-            est_tokens=req.estimated_tokens,
-            now=now,
-            ttl_s=self.config.reservation_ttl_s,
-        )
+        d = ruling.decision
+        if not d.allowed:
+            if d.kill is not None:
+                self._trip(d, policy, now)
+            return Authorized(d)
+        if ruling.reserved is None:  # no budget covers the request: nothing reserved
+            return Authorized(d, key, 0, None)
         expires = now + timedelta(seconds=self.config.reservation_ttl_s)
-        if got.duplicate:
-            return Authorized(got.decision, key, est if got.decision.allowed else 0, expires)
-        if not got.decision.allowed:
-            if got.decision.kill is not None:
-                self._trip(got.decision, policy, now)
-            return Authorized(got.decision, None)
-        slow = throttled(got.levels)
-        if slow:
-            tspecs = bucket_specs((), req, slow, self.config.throttle_rpm)
-            self._bucket_keys.update(s.key for s in tspecs)
-            ok, spec, retry = self.buckets.take(tspecs, 0.0, now)
-            if not ok and spec is not None:
-                self.reservations.release(key, now)
-                return Authorized(Decision(False, "budget_throttled", retry, budget=spec.key))
-        return Authorized(ALLOW, key, est, expires)
+        return Authorized(d, key, ruling.est_micros, expires)
 
     def _trip(self, d: Decision, policy: Policy, now: datetime) -> None:
         assert d.kill is not None
