@@ -40,6 +40,7 @@ from billing.api.deps import (
     get_now,
     principal_of,
 )
+from billing.api.routes.health import READINESS
 from billing.api.routes.usage import USAGE_HOOKS
 from billing.apikeys import Principal
 from billing.enforcement.backend import DeploymentScaler
@@ -364,6 +365,7 @@ def make_extension(
             enf.reconcile(events, clock())
 
         state.extras.setdefault(USAGE_HOOKS, []).append(on_usage)
+        state.extras.setdefault(READINESS, []).append(lambda: {"enforcement": enf.mode()})
         app.include_router(router)
         if state.config.enforcement.metrics_public:
             app.include_router(metrics_router)

@@ -25,7 +25,10 @@ class ReservationBackend(Protocol):
     ``settle`` and ``release`` must be idempotent per key and safe without a matching reserve.
     """
 
-    name: str
+    @property
+    def name(self) -> str:
+        """Where the counters live now (``sql``, ``redis``)."""
+        ...
 
     def reserve(
         self,
@@ -79,7 +82,10 @@ class ReservationBackend(Protocol):
 class BucketBackend(Protocol):
     """Token buckets; ``take`` draws from all specs or from none, atomically."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """Where the buckets live now (``local``, ``redis``)."""
+        ...
 
     def take(
         self, specs: Sequence[BucketSpec], reserve: float, now: datetime

@@ -38,9 +38,17 @@ from billing.enforcement.domain import (
     actual_micros,
     authorize_rule,
 )
+from billing.enforcement.failover import (
+    UNAVAILABLE,
+    EnforcementUnavailable,
+    FailoverBuckets,
+    FailoverReservations,
+    RedisHealth,
+)
 from billing.enforcement.killswitch import CHANNEL, kill
 from billing.enforcement.local import LocalBuckets
 from billing.enforcement.metrics import EnforcementMetrics
+from billing.enforcement.rebuild import RebuildState, rebuild_state
 from billing.enforcement.redis_backend import (
     Listener,
     RedisBuckets,
@@ -65,20 +73,49 @@ class Authorized:
 
 
 def build_backends(
-    engine: Engine, config: EnforcementConfig, redis_url: str | None
-) -> tuple[ReservationBackend, BucketBackend, Publisher | None]:
-    """The backends ``config.backend`` asks for (auto: Redis when a URL is given)."""
+    engine: Engine,
+    config: EnforcementConfig,
+    redis_url: str | None,
+    budgets: Callable[[], Sequence[Budget]] = tuple,
+) -> tuple[ReservationBackend, BucketBackend, Publisher | None, RedisHealth | None]:
+    """The backends ``config.backend`` asks for (auto: Redis when a URL is given).
+
+    With Redis, reservations and buckets fail over to SQL / in-process buckets while Redis is
+    unreachable (``RedisHealth``); ``budgets`` names every budget a counter rebuild loads.
+    """
     use_redis = config.backend == "redis" or (config.backend == "auto" and redis_url)
     if use_redis:
         if not redis_url:
             raise ValueError("enforcement.backend=redis needs a redis_url")
+        sql = SqlReservations(engine)
+
+        def from_db(now: datetime) -> RebuildState:
+            return rebuild_state(engine, config, budgets(), now)
+
+        def sql_from_db(now: datetime) -> None:
+            state = from_db(now)
+            sql.rebuild(
+                [
+                    (c.budget_id, c.period_start, c.spent_micros, c.spent_tokens)
+                    for c in state.counters
+                ]
+            )
+
+        primary = RedisReservations(redis_url, rebuild=from_db)
+        health = RedisHealth(
+            primary,
+            mode=config.redis_unavailable,
+            retry_s=config.redis_retry_s,
+            on_fallback=sql_from_db,
+        )
         return (
-            RedisReservations(redis_url),
-            RedisBuckets(redis_url),
+            FailoverReservations(health, sql),
+            FailoverBuckets(health, RedisBuckets(redis_url)),
             RedisPublisher(redis_url, CHANNEL),
+            health,
         )
     publisher = RedisPublisher(redis_url, CHANNEL) if redis_url else None
-    return SqlReservations(engine), LocalBuckets(), publisher
+    return SqlReservations(engine), LocalBuckets(), publisher, None
 
 
 class Enforcer:
@@ -98,10 +135,13 @@ class Enforcer:
     ) -> None:
         self.engine, self.config, self.redis_url, self.clock = engine, config, redis_url, clock
         self.scaler = scaler
-        res, bkt, pub = build_backends(engine, config, redis_url)
+        res, bkt, pub, health = build_backends(
+            engine, config, redis_url, lambda: self.policy().budgets
+        )
         self.reservations = reservations or res
         self.buckets = buckets or bkt
         self.publisher = publisher or pub
+        self.health = health if reservations is None and buckets is None else None
         self.metrics = EnforcementMetrics()
         self._policy: Policy | None = None
         self._loaded_at = 0.0
@@ -115,7 +155,12 @@ class Enforcer:
             lambda: len(self.policy().kills),
             clock,
             customer_labels=config.metrics_customer_labels,
+            mode=self.mode,
         )
+
+    def mode(self) -> str:
+        """Where authorize reserves now: ``sql``, ``redis``, ``sql-fallback`` or ``deny``."""
+        return self.health.state() if self.health is not None else self.reservations.name
 
     # -- policy cache -------------------------------------------------------------------
     def refresh(self) -> Policy:
@@ -158,7 +203,12 @@ class Enforcer:
     def authorize(self, req: AuthorizeRequest, now: datetime) -> Authorized:
         """Decide and reserve (see the module docstring for the order)."""
         t0 = time.perf_counter()
-        result = self._authorize(req, now)
+        try:
+            if self.health is not None and self.health.refuses(now):
+                raise EnforcementUnavailable(UNAVAILABLE)
+            result = self._authorize(req, now)
+        except EnforcementUnavailable:
+            result = Authorized(Decision(False, UNAVAILABLE, self.config.redis_retry_s))
         d = result.decision
         self.metrics.decisions.labels(
             "allow" if d.allowed else "deny", d.reason.split(":")[0]

@@ -368,6 +368,51 @@ class SqlReservations:
                 ).scalar_one()
             )
 
+    def rebuild(self, spent: Sequence[tuple[int, datetime, int, int]]) -> None:
+        """Set each (budget id, period start, spent micros, spent tokens) counter from the truth.
+
+        Reserved is recomputed in the same locked transaction as the sum of the held
+        reservations naming the budget (the counter invariant), so it stays exact.
+        """
+        if not spent:
+            return
+        r = RES.c
+        with locked(self.engine) as conn:
+            ids = sorted(i for i, *_ in spent)
+            stmt = (
+                select(r.budget_ids, r.est_micros, r.est_tokens)
+                .where(r.status == HELD)
+                .order_by(r.key)
+            )
+            if conn.dialect.name != "sqlite":
+                stmt = stmt.with_for_update()
+            per: dict[int, tuple[int, int]] = {}
+            for bids, m, t in conn.execute(stmt):
+                for b in parse_ids(bids):
+                    pm, pt = per.get(b, (0, 0))
+                    per[b] = (pm + int(m), pt + int(t))
+            mine = (
+                select(COUNTER.c.budget_id)
+                .where(COUNTER.c.budget_id.in_(ids))
+                .order_by(COUNTER.c.budget_id)
+            )
+            if conn.dialect.name != "sqlite":
+                mine = mine.with_for_update()
+            existing = {row[0] for row in conn.execute(mine)}
+            for bid, start, sm, st in sorted(spent, key=lambda x: x[0]):
+                rm, rt = per.get(bid, (0, 0))
+                values = {
+                    "period_start": start,
+                    "spent_micros": sm,
+                    "spent_tokens": st,
+                    "reserved_micros": rm,
+                    "reserved_tokens": rt,
+                }
+                if bid in existing:
+                    conn.execute(update(COUNTER).where(COUNTER.c.budget_id == bid).values(**values))
+                else:
+                    conn.execute(insert(COUNTER).values(budget_id=bid, **values))
+
     def forget(self, budget_id: int) -> None:
         """See ReservationBackend.forget."""
         with self.engine.begin() as conn:
