@@ -166,8 +166,8 @@ elseif h[1] then
   return {2, ''}
 end
 if n == 0 then return {0, ''} end
--- an unreserved event dated before the rebuild was read from the database by it
-if ts < tonumber(epoch) then return {0, ''} end
+-- an unreserved event dated up to the rebuild was read from the database by it
+if ts <= tonumber(epoch) then return {0, ''} end
 for _, id in ipairs(given) do spend(id) end
 redis.call('HSET', rk, 's', 'charged', 'b', table.concat(given, ','))
 redis.call('PEXPIRE', rk, dedupe)
