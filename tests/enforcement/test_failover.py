@@ -12,10 +12,10 @@ import redis
 from sqlalchemy.engine import Engine
 
 from billing.enforcement.config import EnforcementConfig
-from tests.enforcement.conftest import make_enf_api, usage
+from tests.enforcement.conftest import NOW, make_enf_api, usage
 from tests.enforcement.test_api import _enf, _put
 from tests.utils.api import Api
-from tests.utils.redis_server import RedisServer, redis_server  # noqa: F401  (fixture)
+from tests.utils.redis_server import RedisServer
 
 EST = 1500  # µUSD: 1000 estimated tokens, all at the output price (1.5 µUSD/token)
 BODY = {"customer": "acme", "model": "llama-70b", "request_type": "chat", "estimated_tokens": 1000}
@@ -78,19 +78,13 @@ def test_sql_fallback_keeps_the_budget_and_redis_is_rebuilt_when_back(
     assert _metric_mode(api) == "redis"
     # rebuilt: spent 3 x 1500 from the usage events, 3 x 1500 still held (f2..f4) -> 9000
     enf = _enf(api)
-    lv = enf.reservations.levels(enf.policy().budgets, api_now())[enf.policy().budgets[0].id]
+    lv = enf.reservations.levels(enf.policy().budgets, NOW)[enf.policy().budgets[0].id]
     assert (lv.spent_micros, lv.reserved_micros) == (3 * EST, 3 * EST)
     assert (d["allowed"], d["reason"]) == (False, "budget_usd")
     _used(api, "f2")  # an imported reservation settles in Redis: reserved -> spent
-    lv = enf.reservations.levels(enf.policy().budgets, api_now())[enf.policy().budgets[0].id]
+    lv = enf.reservations.levels(enf.policy().budgets, NOW)[enf.policy().budgets[0].id]
     assert (lv.spent_micros, lv.reserved_micros) == (4 * EST, 2 * EST)
     api.client.close()
-
-
-def api_now() -> object:
-    from tests.enforcement.conftest import NOW
-
-    return NOW
 
 
 @pytest.mark.slow
@@ -114,7 +108,7 @@ def test_deny_mode_answers_enforcement_unavailable(
     assert _ready(api) == "redis"
     enf = _enf(api)
     b = enf.policy().budgets[0]
-    lv = enf.reservations.levels([b], api_now())[b.id]  # type: ignore[arg-type]
+    lv = enf.reservations.levels([b], NOW)[b.id]
     assert (lv.spent_micros, lv.reserved_micros) == (EST, EST)
     api.client.close()
 
@@ -134,10 +128,10 @@ def test_flush_rebuilds_the_counters_once_from_the_database(
     before = enf.reservations.redis.rebuilds  # type: ignore[attr-defined]
     assert _auth(api, "x")["allowed"] is True  # rebuilds first: 2 spent, then reserves 1
     assert enf.reservations.redis.rebuilds == before + 1  # type: ignore[attr-defined]
-    lv = enf.reservations.levels([b], api_now())[b.id]  # type: ignore[arg-type]
+    lv = enf.reservations.levels([b], NOW)[b.id]
     # r2's Redis reservation was lost with the flush (it is the in-flight overshoot bound)
     assert (lv.spent_micros, lv.reserved_micros) == (2 * EST, EST)
     _used(api, "r1")  # a re-sent event is not counted twice (dated before the rebuild)
-    lv = enf.reservations.levels([b], api_now())[b.id]  # type: ignore[arg-type]
+    lv = enf.reservations.levels([b], NOW)[b.id]
     assert lv.spent_micros == 2 * EST
     api.client.close()

@@ -76,9 +76,8 @@ class RedisServer:
             self.proc = None
 
 
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    """A private redis-server, killed at the end of the test."""
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A started private redis-server, killed afterwards (the body of a fixture)."""
     if shutil.which("redis-server") is None:
         pytest.fail("redis-server is not installed (apt-get install redis-server)")
     server = RedisServer(tmp_path)
