@@ -31,7 +31,7 @@ from billing.enforcement.domain import (
 )
 from billing.enforcement.local import LocalBuckets
 from billing.enforcement.redis_backend import RedisBuckets, RedisReservations
-from billing.enforcement.sql_backend import SqlReservations
+from billing.enforcement.sql_backend import FENCE, SqlReservations
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -52,9 +52,10 @@ class RedisHealth:
         mode: Literal["sql", "deny"],
         retry_s: float,
         on_fallback: Callable[[datetime], None],
+        on_recover: Callable[[datetime], None] = lambda now: None,
     ) -> None:
         self.primary, self.mode, self.retry_s = primary, mode, retry_s
-        self.on_fallback = on_fallback
+        self.on_fallback, self.on_recover = on_fallback, on_recover
         self.up = True
         self.down_since: datetime | None = None
         self.fallbacks = 0  # outages this process saw
@@ -81,23 +82,29 @@ class RedisHealth:
             self._down(now, exc)
             return fallback()
 
-    def _usable(self, now: datetime | None) -> bool:
+    def _usable(self, now: datetime | None, *, force: bool = False) -> bool:
         if self.up or now is None:
             return self.up
         with self._lock:
             if self.up:
                 return True
-            if time.monotonic() - self._probed < self.retry_s:
+            if not force and time.monotonic() - self._probed < self.retry_s:
                 return False
             self._probed = time.monotonic()
             try:
                 self.primary.r.ping()
+                if self.mode == "sql":  # fence first: no SQL admission once Redis counts
+                    self.on_recover(now)
                 self.primary.rebuild(now, stale_before=self.down_since)
             except redis.RedisError:
                 return False
             log.warning("Redis answers again: enforcement back on Redis")
             self.up, self.down_since = True, None
             return True
+
+    def probe_now(self, now: datetime) -> bool:
+        """Probe Redis now (ignoring ``retry_s``); True if it is used again."""
+        return self._usable(now, force=True)
 
     def _down(self, now: datetime | None, exc: Exception) -> None:
         with self._lock:
@@ -108,7 +115,10 @@ class RedisHealth:
             self.fallbacks += 1
         log.warning("Redis unreachable (%s): enforcement falls back to %s", exc, self.state())
         if self.mode == "sql":
-            self.on_fallback(self.down_since or datetime.now(UTC))
+            try:
+                self.on_fallback(self.down_since or datetime.now(UTC))
+            except Exception:  # the SQL counters stay as they were; authorize still answers
+                log.exception("rebuilding the SQL budget counters from the database failed")
 
 
 class FailoverReservations:
@@ -148,11 +158,23 @@ class FailoverReservations:
             "now": now,
             "ttl_s": ttl_s,
         }
+
+        def on_sql() -> Reserved:
+            got = self.sql.reserve(key, budgets, **kw)  # type: ignore[arg-type]
+            fenced = any(
+                lv.reserved_micros >= FENCE // 2 or lv.reserved_tokens >= FENCE // 2
+                for _, lv in got.levels
+            )
+            if not fenced:
+                return got
+            # another worker brought Redis back and fenced the SQL counters
+            if self.health.probe_now(now):
+                return self.redis.reserve(key, budgets, **kw)  # type: ignore[arg-type]
+            raise EnforcementUnavailable(UNAVAILABLE)
+
         return self.health.call(
             lambda: self.redis.reserve(key, budgets, **kw),  # type: ignore[arg-type]
-            (lambda: self.sql.reserve(key, budgets, **kw))  # type: ignore[arg-type]
-            if self.health.mode == "sql"
-            else self._deny,
+            on_sql if self.health.mode == "sql" else self._deny,
             now,
         )
 

@@ -107,6 +107,7 @@ def build_backends(
             mode=config.redis_unavailable,
             retry_s=config.redis_retry_s,
             on_fallback=sql_from_db,
+            on_recover=lambda now: sql.fence([b.id for b in budgets()], now),
         )
         return (
             FailoverReservations(health, sql),

@@ -35,6 +35,7 @@ from billing.models import table_of
 COUNTER = table_of(BudgetCounter)
 RES = table_of(ReservationRow)
 HELD = ReservationStatus.held.value
+FENCE = 2**62  # reserved_* of a fenced counter (see SqlReservations.fence)
 
 
 def utc(ts: datetime) -> datetime:
@@ -391,6 +392,11 @@ class SqlReservations:
                 for b in parse_ids(bids):
                     pm, pt = per.get(b, (0, 0))
                     per[b] = (pm + int(m), pt + int(t))
+            ins = (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(COUNTER)
+            conn.execute(
+                ins.on_conflict_do_nothing(),
+                [{"budget_id": bid, "period_start": start} for bid, start, _, _ in spent],
+            )
             mine = (
                 select(COUNTER.c.budget_id)
                 .where(COUNTER.c.budget_id.in_(ids))
@@ -398,20 +404,42 @@ class SqlReservations:
             )
             if conn.dialect.name != "sqlite":
                 mine = mine.with_for_update()
-            existing = {row[0] for row in conn.execute(mine)}
+            conn.execute(mine).all()
             for bid, start, sm, st in sorted(spent, key=lambda x: x[0]):
                 rm, rt = per.get(bid, (0, 0))
-                values = {
-                    "period_start": start,
-                    "spent_micros": sm,
-                    "spent_tokens": st,
-                    "reserved_micros": rm,
-                    "reserved_tokens": rt,
-                }
-                if bid in existing:
-                    conn.execute(update(COUNTER).where(COUNTER.c.budget_id == bid).values(**values))
-                else:
-                    conn.execute(insert(COUNTER).values(budget_id=bid, **values))
+                conn.execute(
+                    update(COUNTER)
+                    .where(COUNTER.c.budget_id == bid)
+                    .values(
+                        period_start=start,
+                        spent_micros=sm,
+                        spent_tokens=st,
+                        reserved_micros=rm,
+                        reserved_tokens=rt,
+                    )
+                )
+
+    def fence(self, budget_ids: Sequence[int], now: datetime) -> None:
+        """Make every SQL reservation on these budgets refuse (Redis is back: no split brain).
+
+        Details: reserved_* = FENCE on each counter; a worker still on the SQL fallback sees a
+        refusal with a fenced level and goes back to Redis; the next fallback's ``rebuild``
+        recomputes reserved from the held reservations, which lifts the fence.
+        """
+        if not budget_ids:
+            return
+        start = datetime(1970, 1, 1, tzinfo=UTC)
+        with locked(self.engine) as conn:
+            ins = (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(COUNTER)
+            conn.execute(
+                ins.on_conflict_do_nothing(),
+                [{"budget_id": i, "period_start": start} for i in sorted(set(budget_ids))],
+            )
+            conn.execute(
+                update(COUNTER)
+                .where(COUNTER.c.budget_id.in_(sorted(set(budget_ids))))
+                .values(reserved_micros=FENCE, reserved_tokens=FENCE)
+            )
 
     def forget(self, budget_id: int) -> None:
         """See ReservationBackend.forget."""
