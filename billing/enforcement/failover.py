@@ -52,10 +52,9 @@ class RedisHealth:
         mode: Literal["sql", "deny"],
         retry_s: float,
         on_fallback: Callable[[datetime], None],
-        on_recover: Callable[[datetime], None] = lambda now: None,
     ) -> None:
         self.primary, self.mode, self.retry_s = primary, mode, retry_s
-        self.on_fallback, self.on_recover = on_fallback, on_recover
+        self.on_fallback = on_fallback
         self.up = True
         self.down_since: datetime | None = None
         self.fallbacks = 0  # outages this process saw
@@ -93,8 +92,6 @@ class RedisHealth:
             self._probed = time.monotonic()
             try:
                 self.primary.r.ping()
-                if self.mode == "sql":  # fence first: no SQL admission once Redis counts
-                    self.on_recover(now)
                 self.primary.rebuild(now, stale_before=self.down_since)
             except redis.RedisError:
                 return False

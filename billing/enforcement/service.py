@@ -92,22 +92,25 @@ def build_backends(
         def from_db(now: datetime) -> RebuildState:
             return rebuild_state(engine, config, budgets(), now)
 
+        def redis_from_db(now: datetime) -> RebuildState:
+            if config.redis_unavailable == "sql":  # no SQL admission once Redis counts again
+                sql.fence([b.id for b in budgets()], now)
+            return from_db(now)
+
         def sql_from_db(now: datetime) -> None:
-            state = from_db(now)
             sql.rebuild(
-                [
+                lambda: [
                     (c.budget_id, c.period_start, c.spent_micros, c.spent_tokens)
-                    for c in state.counters
+                    for c in from_db(now).counters
                 ]
             )
 
-        primary = RedisReservations(redis_url, rebuild=from_db)
+        primary = RedisReservations(redis_url, rebuild=redis_from_db)
         health = RedisHealth(
             primary,
             mode=config.redis_unavailable,
             retry_s=config.redis_retry_s,
             on_fallback=sql_from_db,
-            on_recover=lambda now: sql.fence([b.id for b in budgets()], now),
         )
         return (
             FailoverReservations(health, sql),

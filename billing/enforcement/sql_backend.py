@@ -7,7 +7,7 @@ IMMEDIATE``. Lock order everywhere: reservation rows (by key), then counters (by
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -369,24 +369,26 @@ class SqlReservations:
                 ).scalar_one()
             )
 
-    def rebuild(self, spent: Sequence[tuple[int, datetime, int, int]]) -> None:
+    def rebuild(self, spent: Callable[[], Sequence[tuple[int, datetime, int, int]]]) -> None:
         """Set each (budget id, period start, spent micros, spent tokens) counter from the truth.
 
-        Reserved is recomputed in the same locked transaction as the sum of the held
-        reservations naming the budget (the counter invariant), so it stays exact.
+        ``spent`` is read once the counters are locked (so no settle lands between the read
+        and the write); reserved is recomputed in the same transaction as the sum of the held
+        reservations naming the budget (the counter invariant).
         """
-        if not spent:
-            return
         r = RES.c
+        stmt = select(r.budget_ids, r.est_micros, r.est_tokens).where(r.status == HELD)
         with locked(self.engine) as conn:
-            ids = sorted(i for i, *_ in spent)
-            stmt = (
-                select(r.budget_ids, r.est_micros, r.est_tokens)
-                .where(r.status == HELD)
-                .order_by(r.key)
-            )
-            if conn.dialect.name != "sqlite":
-                stmt = stmt.with_for_update()
+            if conn.dialect.name != "sqlite":  # SQLite: BEGIN IMMEDIATE holds the write lock
+                # the lock order of every write: reservation rows (by key), then counters
+                conn.execute(stmt.order_by(r.key).with_for_update()).all()
+                conn.execute(
+                    select(COUNTER.c.budget_id).order_by(COUNTER.c.budget_id).with_for_update()
+                ).all()
+            rows = list(spent())
+            if not rows:
+                return
+            ids = sorted(i for i, *_ in rows)
             per: dict[int, tuple[int, int]] = {}
             for bids, m, t in conn.execute(stmt):
                 for b in parse_ids(bids):
@@ -395,7 +397,7 @@ class SqlReservations:
             ins = (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(COUNTER)
             conn.execute(
                 ins.on_conflict_do_nothing(),
-                [{"budget_id": bid, "period_start": start} for bid, start, _, _ in spent],
+                [{"budget_id": bid, "period_start": start} for bid, start, _, _ in rows],
             )
             mine = (
                 select(COUNTER.c.budget_id)
@@ -405,7 +407,7 @@ class SqlReservations:
             if conn.dialect.name != "sqlite":
                 mine = mine.with_for_update()
             conn.execute(mine).all()
-            for bid, start, sm, st in sorted(spent, key=lambda x: x[0]):
+            for bid, start, sm, st in sorted(rows, key=lambda x: x[0]):
                 rm, rt = per.get(bid, (0, 0))
                 conn.execute(
                     update(COUNTER)

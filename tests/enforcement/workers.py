@@ -94,6 +94,7 @@ def through_outage(spec: OutageSpec, go: Any, stop: Any, denied_total: Any, out:
 
     from billing.db import make_engine
     from billing.enforcement.config import EnforcementConfig
+    from billing.enforcement.failover import EnforcementUnavailable
     from billing.enforcement.service import build_backends
     from billing.models import UsageEvent, table_of
 
@@ -108,18 +109,22 @@ def through_outage(spec: OutageSpec, go: Any, stop: Any, denied_total: Any, out:
     while not stop.is_set():
         now = datetime.now(UTC)
         key = uuid.uuid4().hex
-        got = res.reserve(
-            key,
-            [spec.budget],
-            customer="acme",
-            model="llama",
-            request_type="chat",
-            est_micros=1500,
-            est_tokens=1000,
-            now=now,
-            ttl_s=300,
-        )
-        if not got.decision.allowed:
+        try:
+            got = res.reserve(
+                key,
+                [spec.budget],
+                customer="acme",
+                model="llama",
+                request_type="chat",
+                est_micros=1500,
+                est_tokens=1000,
+                now=now,
+                ttl_s=300,
+            )
+            ok = got.decision.allowed
+        except EnforcementUnavailable:  # what the Enforcer answers as a denial
+            ok = False
+        if not ok:
             denied += 1
             with denied_total.get_lock():
                 denied_total.value += 1
