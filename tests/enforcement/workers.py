@@ -85,8 +85,8 @@ class OutageSpec:
 def through_outage(spec: OutageSpec, go: Any, stop: Any, denied_total: Any, out: Any) -> None:
     """Reserve, store the usage event, settle; through the production failover backends.
 
-    Starts when ``go`` is set, runs until ``stop`` is set; counts denials in ``denied_total`` (shared). Reports counts,
-    the fallbacks this worker saw and the rebuilds it did.
+    Starts when ``go`` is set, runs until ``stop`` is set; counts denials in ``denied_total``
+    (shared). Reports counts, the fallbacks this worker saw and the rebuilds it did.
     """
     import math
 
