@@ -306,7 +306,8 @@ class RedisReservations:
             if self.r.exists(f"{self.prefix}epoch"):
                 return False
             if self.r.set(f"{self.prefix}rebuilding", token, nx=True, px=REBUILD_LOCK_MS):
-                state = self.source(now) if self.source else RebuildState(now, (), ())
+                # no source: nothing was read, so no usage event is taken as counted already
+                state = self.source(now) if self.source else RebuildState(utc_ms(0), (), ())
                 loaded = bool(self._load(keys=[self.prefix], args=load_args(state, token)))
                 self.rebuilds += int(loaded)
                 if loaded:
