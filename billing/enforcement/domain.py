@@ -1,8 +1,9 @@
 """Pure enforcement rules: scopes, periods, prices, budget checks, token buckets, ``decide``.
 
-No clock, no I/O: every function takes ``now`` and snapshots. The edges (billing.enforcement
-.service, .sql_backend, .redis_backend) take atomic snapshots and apply these rules; the Redis
-Lua scripts mirror ``budget_verdict`` and ``take`` line for line (tests compare them).
+No clock, no I/O: every function takes ``now`` and snapshots. ``authorize_rule`` is the one
+authorize rule; the Enforcer (billing.enforcement.service) runs it over the atomic backends
+(.sql_backend, .redis_backend, whose Lua scripts mirror ``budget_verdict`` and ``take``) and
+``decide`` runs it over a snapshot; tests/enforcement/test_rule_property.py compares them.
 """
 
 from __future__ import annotations
