@@ -76,7 +76,12 @@ def job_specs(
     config = settings.billing
     enf = enforcer or LazyEnforcer(
         lambda: Enforcer(
-            engine, config.enforcement, redis_url=settings.redis_url, clock=clock, scaler=scaler
+            engine,
+            config.enforcement,
+            redis_url=settings.redis_url,
+            clock=clock,
+            scaler=scaler,
+            resolution_s=config.ledger_resolution_s,
         )
     )
     specs = [rollup_job(engine, config, metrics), budget_job(enf, config)]

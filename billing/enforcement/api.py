@@ -41,6 +41,7 @@ from billing.api.deps import (
     principal_of,
 )
 from billing.api.errors import unprocessable
+from billing.api.routes.health import READINESS
 from billing.api.routes.usage import USAGE_HOOKS
 from billing.apikeys import Principal
 from billing.enforcement.backend import DeploymentScaler
@@ -372,6 +373,7 @@ def make_extension(
             redis_url=state.redis_url,
             clock=clock,
             scaler=scaler,
+            resolution_s=state.config.ledger_resolution_s,
         )
         state.extras[ENFORCER] = enf
 
@@ -379,6 +381,7 @@ def make_extension(
             enf.reconcile(events, clock())
 
         state.extras.setdefault(USAGE_HOOKS, []).append(on_usage)
+        state.extras.setdefault(READINESS, []).append(lambda: {"enforcement": enf.mode()})
         app.include_router(router)
         if state.config.enforcement.metrics_public:
             app.include_router(metrics_router)

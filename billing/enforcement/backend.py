@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from billing.enforcement.domain import BucketSpec, Budget, Charge, Decision, Level, SettleResult
+from billing.enforcement.domain import (
+    BucketSpec,
+    Budget,
+    Charge,
+    Level,
+    Reserved,
+    SettleResult,
+)
 
-
-@dataclass(frozen=True)
-class Reserved:
-    """The outcome of a reservation attempt and the matching budgets' levels before it."""
-
-    decision: Decision
-    levels: tuple[tuple[Budget, Level], ...]
-    duplicate: bool = False
+__all__ = ["BucketBackend", "DeploymentScaler", "Publisher", "ReservationBackend", "Reserved"]
 
 
 class ReservationBackend(Protocol):
@@ -26,7 +25,10 @@ class ReservationBackend(Protocol):
     ``settle`` and ``release`` must be idempotent per key and safe without a matching reserve.
     """
 
-    name: str
+    @property
+    def name(self) -> str:
+        """Where the counters live now (``sql``, ``redis``)."""
+        ...
 
     def reserve(
         self,
@@ -84,7 +86,10 @@ class ReservationBackend(Protocol):
 class BucketBackend(Protocol):
     """Token buckets; ``take`` draws from all specs or from none, atomically."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """Where the buckets live now (``local``, ``redis``)."""
+        ...
 
     def take(
         self, specs: Sequence[BucketSpec], reserve: float, now: datetime

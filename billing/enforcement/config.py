@@ -36,6 +36,18 @@ class EnforcementConfig(BaseModel):
             "when a redis_url is configured, else sql."
         ),
     )
+    redis_unavailable: Literal["sql", "deny"] = Field(
+        default="sql",
+        description=(
+            "What authorize does while Redis is unreachable (backend redis): sql: reserve in the "
+            "database (counters rebuilt from it first); deny: answer allowed=false with reason "
+            "'enforcement-unavailable'. Never a 5xx. Redis is probed every redis_retry_s and its "
+            "counters are rebuilt from the database before it is used again."
+        ),
+    )
+    redis_retry_s: float = Field(
+        default=1.0, gt=0, le=60, description="How often a worker probes Redis while it is down."
+    )
     default_price: TokenPrice = TokenPrice()
     prices: dict[str, TokenPrice] = Field(
         default_factory=dict, description="Rate card per model; others use default_price."

@@ -1,14 +1,15 @@
 """Pure enforcement rules: scopes, periods, prices, budget checks, token buckets, ``decide``.
 
-No clock, no I/O: every function takes ``now`` and snapshots. The edges (billing.enforcement
-.service, .sql_backend, .redis_backend) take atomic snapshots and apply these rules; the Redis
-Lua scripts mirror ``budget_verdict`` and ``take`` line for line (tests compare them).
+No clock, no I/O: every function takes ``now`` and snapshots. ``authorize_rule`` is the one
+authorize rule; the Enforcer (billing.enforcement.service) runs it over the atomic backends
+(.sql_backend, .redis_backend, whose Lua scripts mirror ``budget_verdict`` and ``take``) and
+``decide`` runs it over a snapshot; tests/enforcement/test_rule_property.py compares them.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
@@ -309,6 +310,103 @@ def decide_kill(active: Iterable[tuple[KillScope, str]], req: AuthorizeRequest) 
 
 
 @dataclass(frozen=True)
+class Reserved:
+    """What a reservation edge answers: the decision and the matching budgets' levels before it."""
+
+    decision: Decision
+    levels: tuple[tuple[Budget, Level], ...]
+    duplicate: bool = False
+
+
+TakeFn = Callable[[Sequence[BucketSpec], float], tuple[bool, BucketSpec | None, float | None]]
+# reserve(basis, the matching budgets of that basis, estimate µUSD, estimate tokens)
+ReserveFn = Callable[[Basis, Sequence[Budget], int, int], Reserved]
+# release(the bases whose reservations this request holds)
+ReleaseFn = Callable[[Sequence[Basis]], None]
+# the rate a budget of ``basis`` counts the request's tokens at
+PriceFn = Callable[[Basis], TokenPrice]
+BASES = (Basis.cost, Basis.price)
+
+
+@dataclass(frozen=True)
+class Ruling:
+    """What ``authorize_rule`` decided, and the reservations it holds (empty: nothing held)."""
+
+    decision: Decision
+    held: tuple[Basis, ...] = ()
+    est_micros: int = 0
+    covered: bool = False  # some budget matched (a reservation exists or was re-confirmed)
+
+
+def authorize_rule(
+    kills: Iterable[tuple[KillScope, str]],
+    rules: Iterable[RateRule],
+    budgets: Sequence[Budget],
+    req: AuthorizeRequest,
+    config: EnforcementConfig,
+    *,
+    price: PriceFn,
+    take: TakeFn,
+    reserve: ReserveFn,
+    release: ReleaseFn,
+) -> Ruling:
+    """The one budget rule: kill-switch -> rate limits (shedding) -> reservation -> throttle.
+
+    The edges apply the atomic steps: ``take`` draws from all bucket specs or none (with the
+    priority's shed reserve), ``reserve`` checks ``budget_verdict`` on every matching budget of
+    one basis and adds the estimate (tokens x ``price(basis)``) in one step, ``release`` gives
+    the held reservations back. Matching budgets of both bases hold one reservation per basis
+    (cost first); a refusal of either releases the other. ``decide`` runs this over a snapshot
+    in memory; the Enforcer runs it over the Redis or SQL backends.
+    Details: rate-limit buckets stay drawn when a later step refuses; a request id reserved
+    before is answered as before (no second reservation, no throttle).
+    """
+    killed = decide_kill(kills, req)
+    if killed is not None:
+        return Ruling(killed)
+    specs = bucket_specs(rules, req, (), config.throttle_rpm)
+    if specs:
+        ok, spec, retry = take(specs, config.shed_reserve[req.priority])
+        if not ok and spec is not None:
+            return Ruling(Decision(False, spec.reason, retry, detail=spec.key))
+    matching = [b for b in budgets if b.scope.matches(req.customer, req.model, req.request_type)]
+    if not matching:
+        return Ruling(ALLOW)
+    held: list[Basis] = []
+    levels: list[tuple[Budget, Level]] = []
+    est_total = 0
+    for basis in BASES:
+        group = [b for b in matching if b.basis == basis]
+        if not group:
+            continue
+        est = estimate_micros(price(basis), req.estimated_tokens, req.estimated_input_tokens)
+        got = reserve(basis, group, est, req.estimated_tokens)
+        if got.duplicate:
+            if not got.decision.allowed:
+                if held:
+                    release(held)
+                return Ruling(got.decision)
+            est_total += est
+            continue
+        if not got.decision.allowed:
+            if held:
+                release(held)
+            return Ruling(got.decision)
+        held.append(basis)
+        levels += got.levels
+        est_total += est
+    if not held:  # a repeated authorize of a request that holds its reservations
+        return Ruling(ALLOW, (), est_total, covered=True)
+    slow = throttled(levels)
+    if slow:
+        ok, spec, retry = take(bucket_specs((), req, slow, config.throttle_rpm), 0.0)
+        if not ok and spec is not None:
+            release(held)
+            return Ruling(Decision(False, "budget_throttled", retry, budget=spec.key))
+    return Ruling(ALLOW, tuple(held), est_total, covered=True)
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """Everything ``decide`` reads: kill-switches, rate rules and buckets, budgets and levels."""
 
@@ -318,40 +416,80 @@ class Snapshot:
     budgets: tuple[tuple[Budget, Level], ...] = ()
 
 
-def decide(
-    state: Snapshot, req: AuthorizeRequest, now: datetime, config: EnforcementConfig
-) -> tuple[Decision, dict[str, Bucket]]:
-    """The full rule: kill-switch, then rate limits/throttles (with shedding), then budgets.
+@dataclass(frozen=True)
+class Outcome:
+    """``decide``'s answer: the decision, the buckets it drew (to store), the levels after."""
 
-    Returns: the decision and the buckets to store when it admits (none when it denies).
+    decision: Decision
+    buckets: dict[str, Bucket]
+    levels: dict[int, Level]
+
+
+def decide(
+    state: Snapshot,
+    req: AuthorizeRequest,
+    now: datetime,
+    config: EnforcementConfig,
+    price: PriceFn | None = None,
+) -> Outcome:
+    """``authorize_rule`` over a snapshot in memory (the reference the backends are tested on).
+
+    Returns: the decision, every bucket drawn from (rate-limit buckets stay drawn when the
+    budget refuses, as in production), and each budget's levels after the reservation.
     """
-    killed = decide_kill(state.kills, req)
-    if killed is not None:
-        return killed, {}
-    matching = [
-        (b, lv)
-        for b, lv in state.budgets
-        if b.scope.matches(req.customer, req.model, req.request_type)
-    ]
-    specs = bucket_specs(state.rules, req, throttled(matching), config.throttle_rpm)
-    taken: dict[str, Bucket] = {}
-    reserve = config.shed_reserve[req.priority]
-    for s in specs:
-        ok, after, retry = take(
-            state.buckets.get(s.key),
-            capacity=s.capacity,
-            rate_per_s=s.rate_per_s,
-            cost=s.cost,
-            reserve=reserve if s.reason.startswith("rate_limited") else 0.0,
-            now=now,
-        )
-        if not ok:
-            return Decision(False, s.reason, retry, detail=s.key), {}
-        taken[s.key] = after
-    price = config.price(req.model)
-    est = estimate_micros(price, req.estimated_tokens, req.estimated_input_tokens)
-    verdict = decide_budgets(matching, est, req.estimated_tokens, now)
-    return verdict, (taken if verdict.allowed else {})
+    buckets = dict(state.buckets)
+    drawn: dict[str, Bucket] = {}
+    levels = {b.id: lv for b, lv in state.budgets}
+    held: dict[Basis, tuple[list[int], int, int]] = {}
+
+    def take_all(
+        specs: Sequence[BucketSpec], reserve: float
+    ) -> tuple[bool, BucketSpec | None, float | None]:
+        after: dict[str, Bucket] = {}
+        for s in specs:
+            use = reserve if s.reason.startswith("rate_limited") else 0.0
+            ok, b, retry = take(
+                buckets.get(s.key),
+                capacity=s.capacity,
+                rate_per_s=s.rate_per_s,
+                cost=s.cost,
+                reserve=use,
+                now=now,
+            )
+            if not ok:
+                return False, s, retry
+            after[s.key] = b
+        buckets.update(after)
+        drawn.update(after)
+        return True, None, None
+
+    def reserve(basis: Basis, budgets: Sequence[Budget], est_m: int, est_t: int) -> Reserved:
+        pairs = tuple((b, levels[b.id]) for b in budgets)
+        d = decide_budgets(pairs, est_m, est_t, now)
+        if d.allowed:
+            for b in budgets:
+                levels[b.id] = levels[b.id].add(est_m, est_t, reserved=True)
+            held[basis] = ([b.id for b in budgets], est_m, est_t)
+        return Reserved(d, pairs)
+
+    def release(bases: Sequence[Basis]) -> None:
+        for basis in bases:
+            ids, m, t = held.pop(basis)
+            for i in ids:
+                levels[i] = levels[i].add(-m, -t, reserved=True)
+
+    ruling = authorize_rule(
+        state.kills,
+        state.rules,
+        [b for b, _ in state.budgets],
+        req,
+        config,
+        price=price or (lambda _basis: config.price(req.model, req.customer)),
+        take=take_all,
+        reserve=reserve,
+        release=release,
+    )
+    return Outcome(ruling.decision, drawn, levels)
 
 
 def rolled(level: Level, stored_start: datetime, period_start: datetime) -> Level:

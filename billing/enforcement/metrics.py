@@ -34,12 +34,23 @@ class _Shared(Collector):
         kills: Callable[[], int],
         clock: Callable[[], datetime],
         customer_labels: bool,
+        mode: Callable[[], str],
     ) -> None:
-        self.reservations, self.buckets = reservations, buckets
+        self.reservations, self.buckets, self.mode = reservations, buckets, mode
         self.bucket_keys, self.kills, self.clock = bucket_keys, kills, clock
         self.customer_labels = customer_labels
 
     def collect(self) -> Iterable[Metric]:
+        m = GaugeMetricFamily(
+            "costctl_enforcement_backend",
+            "1 for where authorize reserves now (redis, sql, sql-fallback: Redis unreachable, "
+            "deny: Redis unreachable and enforcement.redis_unavailable=deny), else 0.",
+            labels=["mode"],
+        )
+        now = self.mode()
+        for mode in ("redis", "sql", "sql-fallback", "deny"):
+            m.add_metric([mode], 1.0 if mode == now else 0.0)
+        yield m
         g = GaugeMetricFamily(
             "costctl_reservations_in_flight", "Budget reservations held (not yet settled)."
         )
@@ -93,8 +104,9 @@ class EnforcementMetrics:
         clock: Callable[[], datetime],
         *,
         customer_labels: bool = False,
+        mode: Callable[[], str] = lambda: "sql",
     ) -> None:
         """Register the scrape-time gauges (customer names only with ``customer_labels``)."""
         self.registry.register(
-            _Shared(reservations, buckets, bucket_keys, kills, clock, customer_labels)
+            _Shared(reservations, buckets, bucket_keys, kills, clock, customer_labels, mode)
         )

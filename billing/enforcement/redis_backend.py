@@ -5,7 +5,10 @@ between the check and the add, so concurrent workers cannot overshoot (the check
 race). The scripts mirror billing.enforcement.domain.budget_verdict and .take. Keys (single
 Redis instance, prefix ``cc:enf:``): ``b:<budget id>`` counters {p period start ms, sm/st spent
 micros/tokens, rm/rt reserved}, ``r:<key>`` a reservation {s status, b budget ids, m, t},
-``exp`` a sorted set of held reservations by expiry, ``k:<bucket>`` a bucket {l level, t ms}.
+``exp`` a sorted set of held reservations by expiry, ``k:<bucket>`` a bucket {l level, t ms},
+``epoch`` the time (ms) the counters were last rebuilt from the database and ``rebuilding``
+the rebuild lock. Without ``epoch`` (a restart or flush) RESERVE and SETTLE refuse and the
+caller rebuilds first (``RedisReservations.rebuild``, once per epoch).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -31,11 +35,14 @@ from billing.enforcement.domain import (
     decide_budgets,
     period_bounds,
 )
+from billing.enforcement.rebuild import RebuildState
 
 log = logging.getLogger(__name__)
 
 PREFIX = "cc:enf:"
 DEDUPE_MS = 3_600_000  # a settled key is remembered 1 h against re-sent usage events
+REBUILD_LOCK_MS = 30_000  # a rebuilder that died frees the lock after this
+REBUILD_WAIT_S = 35.0  # how long a caller waits for another worker's rebuild
 
 _COMMON = """
 local P = KEYS[1]
@@ -68,6 +75,7 @@ end
 ADJUST = (
     _COMMON
     + """
+if not redis.call('GET', P .. 'epoch') then return 0 end
 local bk = P .. 'b:' .. ARGV[1]
 roll(bk, tonumber(ARGV[2]))
 redis.call('HINCRBY', bk, 'sm', ARGV[3])
@@ -82,6 +90,7 @@ RESERVE = (
 local now = tonumber(ARGV[1])
 local rid, em, et = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local ttl, dedupe, n = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+if not redis.call('GET', P .. 'epoch') then return {0, -2, 'rebuild'} end
 for _, old in ipairs(redis.call('ZRANGEBYSCORE', P .. 'exp', '-inf', now, 'LIMIT', 0, 16)) do
   unhold(old, 'expired', dedupe)
 end
@@ -141,6 +150,8 @@ SETTLE = (
     + """
 local rid, m, t, ts = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local dedupe, n = tonumber(ARGV[5]), tonumber(ARGV[6])
+local epoch = redis.call('GET', P .. 'epoch')
+if not epoch then return {-1, ''} end
 local given = {}
 for i = 1, n do
   local id, ps = ARGV[6 + 2 * i - 1], tonumber(ARGV[6 + 2 * i])
@@ -167,12 +178,47 @@ elseif h[1] then
   return {2, ''}
 end
 if n == 0 then return {0, ''} end
+-- an unreserved event dated up to the rebuild was read from the database by it
+if ts <= tonumber(epoch) then return {0, ''} end
 for _, id in ipairs(given) do spend(id) end
 redis.call('HSET', rk, 's', 'charged', 'b', table.concat(given, ','))
 redis.call('PEXPIRE', rk, dedupe)
 return {3, table.concat(given, ',')}
 """
 )
+
+LOAD = """
+local P = KEYS[1]
+if redis.call('GET', P .. 'epoch') then return 0 end
+for _, old in ipairs(redis.call('ZRANGE', P .. 'exp', 0, -1)) do
+  redis.call('DEL', P .. 'r:' .. old)
+end
+redis.call('DEL', P .. 'exp')
+local nb = tonumber(ARGV[3])
+for i = 1, nb do
+  local a = 3 + (i - 1) * 6
+  local bk = P .. 'b:' .. ARGV[a + 1]
+  redis.call('DEL', bk)
+  redis.call('HSET', bk, 'p', ARGV[a + 2], 'sm', ARGV[a + 3], 'st', ARGV[a + 4],
+    'rm', ARGV[a + 5], 'rt', ARGV[a + 6])
+end
+local c = 3 + nb * 6
+for i = 1, tonumber(ARGV[c + 1]) do
+  local a = c + 1 + (i - 1) * 5
+  local rk = P .. 'r:' .. ARGV[a + 1]
+  redis.call('HSET', rk, 's', 'held', 'b', ARGV[a + 2], 'm', ARGV[a + 3], 't', ARGV[a + 4])
+  redis.call('ZADD', P .. 'exp', tonumber(ARGV[a + 5]), ARGV[a + 1])
+end
+redis.call('SET', P .. 'epoch', ARGV[1])
+redis.call('DEL', P .. 'rebuilding')
+return 1
+"""
+
+STALE = """
+local e = redis.call('GET', KEYS[1] .. 'epoch')
+if e and tonumber(e) < tonumber(ARGV[1]) then redis.call('DEL', KEYS[1] .. 'epoch') end
+return 0
+"""
 
 TAKE = """
 local P = KEYS[1]
@@ -210,6 +256,25 @@ def client(url: str) -> redis.Redis[bytes]:
     return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
 
 
+def load_args(state: RebuildState, token: str) -> list[Any]:
+    """The LOAD script's arguments: epoch, token, counters, then held reservations."""
+    args: list[Any] = [ms(state.as_of), token, len(state.counters)]
+    for c in state.counters:
+        args += [
+            c.budget_id,
+            ms(c.period_start),
+            c.spent_micros,
+            c.spent_tokens,
+            c.reserved_micros,
+            c.reserved_tokens,
+        ]
+    args.append(len(state.held))
+    for h in state.held:
+        args += [h.key, ",".join(str(i) for i in h.budget_ids), h.micros, h.tokens]
+        args.append(ms(h.expires_at))
+    return args
+
+
 def _level(values: Sequence[Any]) -> Level:
     return Level(*(int(float(v or 0)) for v in values))
 
@@ -219,14 +284,55 @@ class RedisReservations:
 
     name = "redis"
 
-    def __init__(self, url: str, *, prefix: str = PREFIX) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = PREFIX,
+        rebuild: Callable[[datetime], RebuildState] | None = None,
+    ) -> None:
         self.r = client(url)
         self.prefix = prefix
+        self.source = rebuild
+        self.rebuilds = 0  # rebuilds this process did
         self._reserve = self.r.register_script(RESERVE)
         self._release = self.r.register_script(RELEASE)
         self._expire = self.r.register_script(EXPIRE)
         self._settle = self.r.register_script(SETTLE)
         self._adjust = self.r.register_script(ADJUST)
+        self._load = self.r.register_script(LOAD)
+        self._stale = self.r.register_script(STALE)
+
+    def rebuild(self, now: datetime, *, stale_before: datetime | None = None) -> bool:
+        """Load the counters from the database once per epoch; True if this call loaded them.
+
+        Details: the epoch key is missing after a restart or flush (``stale_before`` also drops
+        an epoch older than that time, e.g. the start of an outage this worker saw). One caller
+        wins ``SET rebuilding NX`` and runs the LOAD script (which sets the epoch); the others
+        wait for the epoch. Every check-and-update script refuses to run without an epoch.
+        """
+        if stale_before is not None:
+            self._stale(keys=[self.prefix], args=[ms(stale_before)])
+        token = uuid.uuid4().hex
+        deadline = time.monotonic() + REBUILD_WAIT_S
+        while time.monotonic() < deadline:
+            if self.r.exists(f"{self.prefix}epoch"):
+                return False
+            if self.r.set(f"{self.prefix}rebuilding", token, nx=True, px=REBUILD_LOCK_MS):
+                # no source: nothing was read, so no usage event is taken as counted already
+                state = self.source(now) if self.source else RebuildState(utc_ms(0), (), ())
+                loaded = bool(self._load(keys=[self.prefix], args=load_args(state, token)))
+                self.rebuilds += int(loaded)
+                if loaded:
+                    log.warning(
+                        "enforcement counters rebuilt in Redis from the database "
+                        "(%d budgets, %d held reservations)",
+                        len(state.counters),
+                        len(state.held),
+                    )
+                return loaded
+            time.sleep(0.02)
+        raise redis.TimeoutError("the enforcement counter rebuild did not finish in time")
 
     def reserve(
         self,
@@ -249,7 +355,12 @@ class RedisReservations:
             lt = -1 if b.limit_tokens is None else b.limit_tokens
             args += [b.id, ms(period_bounds(b.period, now)[0]), lm, lt]
         out = self._reserve(keys=[self.prefix], args=args)
+        if int(out[1]) == -2:  # no epoch: rebuild from the database, then reserve
+            self.rebuild(now)
+            out = self._reserve(keys=[self.prefix], args=args)
         ok, idx, reason = int(out[0]), int(out[1]), out[2].decode()
+        if idx == -2:
+            raise redis.ResponseError("enforcement counters have no epoch after a rebuild")
         if idx == -1:
             d = ALLOW if ok else Decision(False, "reservation_settled", detail=key)
             return Reserved(d, (), duplicate=True)
@@ -277,18 +388,32 @@ class RedisReservations:
         self, charges: Sequence[Charge], budgets: Sequence[Budget], now: datetime
     ) -> SettleResult:
         """See ReservationBackend.settle (one pipelined Lua call per event)."""
-        pipe = self.r.pipeline(transaction=False)
-        for ch in charges:
-            match = [b for b in budgets if b.scope.matches(ch.customer, ch.model, ch.request_type)]
-            args: list[Any] = [ch.key, ch.micros, ch.tokens, ms(ch.ts), DEDUPE_MS, len(match)]
-            for b in match:
-                args += [b.id, ms(period_bounds(b.period, now)[0])]
-            self._settle(keys=[self.prefix], args=args, client=pipe)
         counts = [0, 0, 0, 0]
         touched: set[int] = set()
-        for code, ids in pipe.execute():
-            counts[int(code)] += 1
-            touched.update(int(x) for x in ids.decode().split(",") if x)
+        todo = list(charges)
+        for attempt in range(2):
+            pipe = self.r.pipeline(transaction=False)
+            for ch in todo:
+                match = [
+                    b for b in budgets if b.scope.matches(ch.customer, ch.model, ch.request_type)
+                ]
+                args: list[Any] = [ch.key, ch.micros, ch.tokens, ms(ch.ts), DEDUPE_MS, len(match)]
+                for b in match:
+                    args += [b.id, ms(period_bounds(b.period, now)[0])]
+                self._settle(keys=[self.prefix], args=args, client=pipe)
+            again = []
+            for ch, (code, ids) in zip(todo, pipe.execute(), strict=True):
+                if int(code) == -1:  # no epoch
+                    again.append(ch)
+                    continue
+                counts[int(code)] += 1
+                touched.update(int(x) for x in ids.decode().split(",") if x)
+            if not again:
+                break
+            if attempt:
+                raise redis.ResponseError("enforcement counters have no epoch after a rebuild")
+            self.rebuild(now)
+            todo = again
         return SettleResult(counts[1], counts[3], counts[2], frozenset(touched))
 
     def levels(self, budgets: Sequence[Budget], now: datetime) -> dict[int, Level]:
@@ -305,7 +430,8 @@ class RedisReservations:
         return out
 
     def adjust(self, budget: Budget, micros: int, tokens: int, now: datetime) -> None:
-        """See ReservationBackend.adjust (one Lua call: roll the period, then add)."""
+        """See ReservationBackend.adjust (one Lua call: roll the period, then add; a no-op
+        without an epoch, since the next rebuild loads the database's truth)."""
         ps = ms(period_bounds(budget.period, now)[0])
         self._adjust(keys=[self.prefix], args=[budget.id, ps, micros, tokens])
 

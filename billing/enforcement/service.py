@@ -2,9 +2,9 @@
 
 One ``Enforcer`` per API worker. It caches the policy (budgets, rate rules, kill-switches) and
 refreshes it on every change notice (Redis pub/sub) and at least every ``refresh_s`` (the
-database is the source of truth). Authorize order: kill-switch (memory) -> rate limits with
-load shedding (bucket backend) -> budget reservation (reservation backend, atomic) ->
-throttle of 'throttle' budgets past their soft line (releasing the reservation on refusal).
+database is the source of truth). Authorize runs the one rule, domain.authorize_rule
+(kill-switch -> rate limits with load shedding -> budget reservation -> throttle of 'throttle'
+budgets past their soft line), with the bucket and reservation backends as its atomic steps.
 
 Amounts are priced per budget basis (``billing.enforcement.rates``): 'cost' budgets at the
 model's measured cost rate (re-measured every ``rates_refresh_s``), 'price' budgets at the rate
@@ -34,24 +34,30 @@ from billing.enforcement.backend import (
 )
 from billing.enforcement.config import EnforcementConfig
 from billing.enforcement.domain import (
-    ALLOW,
+    BASES,
     AuthorizeRequest,
+    BucketSpec,
     Budget,
     Charge,
     Decision,
-    Level,
+    Reserved,
     SettleResult,
     actual_micros,
-    bucket_specs,
-    decide_kill,
-    estimate_micros,
-    throttled,
+    authorize_rule,
 )
 from billing.enforcement.enums import Basis
+from billing.enforcement.failover import (
+    UNAVAILABLE,
+    EnforcementUnavailable,
+    FailoverBuckets,
+    FailoverReservations,
+    RedisHealth,
+)
 from billing.enforcement.killswitch import CHANNEL, kill
 from billing.enforcement.local import LocalBuckets
 from billing.enforcement.metrics import EnforcementMetrics
 from billing.enforcement.rates import Rates, load_rates
+from billing.enforcement.rebuild import RebuildState, rebuild_state
 from billing.enforcement.redis_backend import (
     Listener,
     RedisBuckets,
@@ -60,7 +66,7 @@ from billing.enforcement.redis_backend import (
 )
 from billing.enforcement.spend import seed_counters
 from billing.enforcement.sql_backend import SqlReservations
-from billing.enforcement.store import Policy, load_policy, matching_budgets
+from billing.enforcement.store import Policy, load_policy
 from billing.limits import NAME_LEN
 from billing.schemas import UsageEventIn
 
@@ -68,7 +74,6 @@ log = logging.getLogger(__name__)
 
 # One used request as settle reads it: (key, customer, model, request_type, in, out, ts).
 Used = tuple[str, str, str, str, int, int, datetime]
-BASES = (Basis.cost, Basis.price)
 
 
 def basis_key(key: str, basis: Basis) -> str:
@@ -91,20 +96,58 @@ class Authorized:
 
 
 def build_backends(
-    engine: Engine, config: EnforcementConfig, redis_url: str | None
-) -> tuple[ReservationBackend, BucketBackend, Publisher | None]:
-    """The backends ``config.backend`` asks for (auto: Redis when a URL is given)."""
+    engine: Engine,
+    config: EnforcementConfig,
+    redis_url: str | None,
+    budgets: Callable[[], Sequence[Budget]] = tuple,
+    rates: Callable[[datetime], Rates] | None = None,
+    *,
+    resolution_s: int = 3600,
+) -> tuple[ReservationBackend, BucketBackend, Publisher | None, RedisHealth | None]:
+    """The backends ``config.backend`` asks for (auto: Redis when a URL is given).
+
+    With Redis, reservations and buckets fail over to SQL / in-process buckets while Redis is
+    unreachable (``RedisHealth``); ``budgets`` names every budget a counter rebuild loads and
+    ``rates`` prices their spend (default: the rate card with no measured cost rates).
+    """
     use_redis = config.backend == "redis" or (config.backend == "auto" and redis_url)
     if use_redis:
         if not redis_url:
             raise ValueError("enforcement.backend=redis needs a redis_url")
+        sql = SqlReservations(engine)
+
+        def from_db(now: datetime) -> RebuildState:
+            priced = rates(now) if rates is not None else Rates(config)
+            return rebuild_state(engine, priced, budgets(), now, resolution_s=resolution_s)
+
+        def redis_from_db(now: datetime) -> RebuildState:
+            if config.redis_unavailable == "sql":  # no SQL admission once Redis counts again
+                sql.fence([b.id for b in budgets()], now)
+            return from_db(now)
+
+        def sql_from_db(now: datetime) -> None:
+            sql.rebuild(
+                lambda: [
+                    (c.budget_id, c.period_start, c.spent_micros, c.spent_tokens)
+                    for c in from_db(now).counters
+                ]
+            )
+
+        primary = RedisReservations(redis_url, rebuild=redis_from_db)
+        health = RedisHealth(
+            primary,
+            mode=config.redis_unavailable,
+            retry_s=config.redis_retry_s,
+            on_fallback=sql_from_db,
+        )
         return (
-            RedisReservations(redis_url),
-            RedisBuckets(redis_url),
+            FailoverReservations(health, sql),
+            FailoverBuckets(health, RedisBuckets(redis_url)),
             RedisPublisher(redis_url, CHANNEL),
+            health,
         )
     publisher = RedisPublisher(redis_url, CHANNEL) if redis_url else None
-    return SqlReservations(engine), LocalBuckets(), publisher
+    return SqlReservations(engine), LocalBuckets(), publisher, None
 
 
 class Enforcer:
@@ -121,13 +164,23 @@ class Enforcer:
         reservations: ReservationBackend | None = None,
         buckets: BucketBackend | None = None,
         publisher: Publisher | None = None,
+        resolution_s: int = 3600,
     ) -> None:
         self.engine, self.config, self.redis_url, self.clock = engine, config, redis_url, clock
         self.scaler = scaler
-        res, bkt, pub = build_backends(engine, config, redis_url)
+        self.resolution_s = resolution_s  # the ledger's bucket (BillingConfig.ledger_resolution_s)
+        res, bkt, pub, health = build_backends(
+            engine,
+            config,
+            redis_url,
+            lambda: self.policy().budgets,
+            self.rates,
+            resolution_s=resolution_s,
+        )
         self.reservations = reservations or res
         self.buckets = buckets or bkt
         self.publisher = publisher or pub
+        self.health = health if reservations is None and buckets is None else None
         self.metrics = EnforcementMetrics()
         self._policy: Policy | None = None
         self._loaded_at = 0.0
@@ -143,7 +196,12 @@ class Enforcer:
             lambda: len(self.policy().kills),
             clock,
             customer_labels=config.metrics_customer_labels,
+            mode=self.mode,
         )
+
+    def mode(self) -> str:
+        """Where authorize reserves now: ``sql``, ``redis``, ``sql-fallback`` or ``deny``."""
+        return self.health.state() if self.health is not None else self.reservations.name
 
     # -- policy cache -------------------------------------------------------------------
     def refresh(self) -> Policy:
@@ -199,7 +257,12 @@ class Enforcer:
     def authorize(self, req: AuthorizeRequest, now: datetime) -> Authorized:
         """Decide and reserve (see the module docstring for the order)."""
         t0 = time.perf_counter()
-        result = self._authorize(req, now)
+        try:
+            if self.health is not None and self.health.refuses(now):
+                raise EnforcementUnavailable(UNAVAILABLE)
+            result = self._authorize(req, now)
+        except EnforcementUnavailable:
+            result = Authorized(Decision(False, UNAVAILABLE, self.config.redis_retry_s))
         d = result.decision
         self.metrics.decisions.labels(
             "allow" if d.allowed else "deny", d.reason.split(":")[0]
@@ -209,70 +272,54 @@ class Enforcer:
 
     def _authorize(self, req: AuthorizeRequest, now: datetime) -> Authorized:
         policy = self.policy()
-        killed = decide_kill(policy.kills, req)
-        if killed is not None:
-            return Authorized(killed)
-        specs = bucket_specs(policy.rules, req, (), self.config.throttle_rpm)
-        if specs:
-            self._bucket_keys.update(s.key for s in specs)
-            ok, spec, retry = self.buckets.take(specs, self.config.shed_reserve[req.priority], now)
-            if not ok and spec is not None:
-                return Authorized(Decision(False, spec.reason, retry, detail=spec.key))
-        budgets = matching_budgets(policy.budgets, req.customer, req.model, req.request_type)
         key = req.request_id or uuid.uuid4().hex
-        if not budgets:
-            return Authorized(ALLOW, key, 0, None)
-        rates = self.rates(now)
-        expires = now + timedelta(seconds=self.config.reservation_ttl_s)
-        held: list[str] = []
-        levels: list[tuple[Budget, Level]] = []
-        reserved = 0
-        for basis in BASES:
-            group = [b for b in budgets if b.basis == basis]
-            if not group:
-                continue
-            est = estimate_micros(
-                rates.rate(basis, req.model, req.customer),
-                req.estimated_tokens,
-                req.estimated_input_tokens,
-            )
-            got = self.reservations.reserve(
+
+        def take(
+            specs: Sequence[BucketSpec], reserve: float
+        ) -> tuple[bool, BucketSpec | None, float | None]:
+            self._bucket_keys.update(s.key for s in specs)
+            return self.buckets.take(specs, reserve, now)
+
+        def reserve(
+            basis: Basis, budgets: Sequence[Budget], est_micros: int, est_tokens: int
+        ) -> Reserved:
+            return self.reservations.reserve(
                 basis_key(key, basis),
-                group,
+                budgets,
                 customer=req.customer,
                 model=req.model,
                 request_type=req.request_type,
-                est_micros=est,
-                est_tokens=req.estimated_tokens,
+                est_micros=est_micros,
+                est_tokens=est_tokens,
                 now=now,
                 ttl_s=self.config.reservation_ttl_s,
             )
-            if got.duplicate:
-                if not got.decision.allowed:
-                    return Authorized(got.decision, key, 0, expires)
-                reserved += est
-                continue
-            if not got.decision.allowed:
-                for k in held:
-                    self.reservations.release(k, now)
-                if got.decision.kill is not None:
-                    self._trip(got.decision, policy, now)
-                return Authorized(got.decision, None)
-            held.append(basis_key(key, basis))
-            levels += got.levels
-            reserved += est
-        if not held:  # a repeated authorize of a request that holds its reservations
-            return Authorized(ALLOW, key, reserved, expires)
-        slow = throttled(levels)
-        if slow:
-            tspecs = bucket_specs((), req, slow, self.config.throttle_rpm)
-            self._bucket_keys.update(s.key for s in tspecs)
-            ok, spec, retry = self.buckets.take(tspecs, 0.0, now)
-            if not ok and spec is not None:
-                for k in held:
-                    self.reservations.release(k, now)
-                return Authorized(Decision(False, "budget_throttled", retry, budget=spec.key))
-        return Authorized(ALLOW, key, reserved, expires)
+
+        def release(bases: Sequence[Basis]) -> None:
+            for basis in bases:
+                self.reservations.release(basis_key(key, basis), now)
+
+        rates = self.rates(now)
+        ruling = authorize_rule(
+            policy.kills,
+            policy.rules,
+            policy.budgets,
+            req,
+            self.config,
+            price=lambda basis: rates.rate(basis, req.model, req.customer),
+            take=take,
+            reserve=reserve,
+            release=release,
+        )
+        d = ruling.decision
+        if not d.allowed:
+            if d.kill is not None:
+                self._trip(d, policy, now)
+            return Authorized(d)
+        if not ruling.covered:  # no budget covers the request: nothing reserved
+            return Authorized(d, key, 0, None)
+        expires = now + timedelta(seconds=self.config.reservation_ttl_s)
+        return Authorized(d, key, ruling.est_micros, expires)
 
     def _trip(self, d: Decision, policy: Policy, now: datetime) -> None:
         assert d.kill is not None

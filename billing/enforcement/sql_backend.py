@@ -7,7 +7,7 @@ IMMEDIATE``. Lock order everywhere: reservation rows (by key), then counters (by
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -35,6 +35,7 @@ from billing.models import table_of
 COUNTER = table_of(BudgetCounter)
 RES = table_of(ReservationRow)
 HELD = ReservationStatus.held.value
+FENCE = 2**62  # reserved_* of a fenced counter (see SqlReservations.fence)
 
 
 def utc(ts: datetime) -> datetime:
@@ -373,6 +374,80 @@ class SqlReservations:
                 conn.execute(
                     select(func.count()).select_from(RES).where(and_(RES.c.status == HELD))
                 ).scalar_one()
+            )
+
+    def rebuild(self, spent: Callable[[], Sequence[tuple[int, datetime, int, int]]]) -> None:
+        """Set each (budget id, period start, spent micros, spent tokens) counter from the truth.
+
+        ``spent`` is read once the counters are locked (so no settle lands between the read
+        and the write); reserved is recomputed in the same transaction as the sum of the held
+        reservations naming the budget (the counter invariant).
+        """
+        r = RES.c
+        stmt = select(r.budget_ids, r.est_micros, r.est_tokens).where(r.status == HELD)
+        with locked(self.engine) as conn:
+            if conn.dialect.name != "sqlite":  # SQLite: BEGIN IMMEDIATE holds the write lock
+                # the lock order of every write: reservation rows (by key), then counters
+                conn.execute(stmt.order_by(r.key).with_for_update()).all()
+                conn.execute(
+                    select(COUNTER.c.budget_id).order_by(COUNTER.c.budget_id).with_for_update()
+                ).all()
+            rows = list(spent())
+            if not rows:
+                return
+            ids = sorted(i for i, *_ in rows)
+            per: dict[int, tuple[int, int]] = {}
+            for bids, m, t in conn.execute(stmt):
+                for b in parse_ids(bids):
+                    pm, pt = per.get(b, (0, 0))
+                    per[b] = (pm + int(m), pt + int(t))
+            ins = (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(COUNTER)
+            conn.execute(
+                ins.on_conflict_do_nothing(),
+                [{"budget_id": bid, "period_start": start} for bid, start, _, _ in rows],
+            )
+            mine = (
+                select(COUNTER.c.budget_id)
+                .where(COUNTER.c.budget_id.in_(ids))
+                .order_by(COUNTER.c.budget_id)
+            )
+            if conn.dialect.name != "sqlite":
+                mine = mine.with_for_update()
+            conn.execute(mine).all()
+            for bid, start, sm, st in sorted(rows, key=lambda x: x[0]):
+                rm, rt = per.get(bid, (0, 0))
+                conn.execute(
+                    update(COUNTER)
+                    .where(COUNTER.c.budget_id == bid)
+                    .values(
+                        period_start=start,
+                        spent_micros=sm,
+                        spent_tokens=st,
+                        reserved_micros=rm,
+                        reserved_tokens=rt,
+                    )
+                )
+
+    def fence(self, budget_ids: Sequence[int], now: datetime) -> None:
+        """Make every SQL reservation on these budgets refuse (Redis is back: no split brain).
+
+        Details: reserved_* = FENCE on each counter; a worker still on the SQL fallback sees a
+        refusal with a fenced level and goes back to Redis; the next fallback's ``rebuild``
+        recomputes reserved from the held reservations, which lifts the fence.
+        """
+        if not budget_ids:
+            return
+        start = datetime(1970, 1, 1, tzinfo=UTC)
+        with locked(self.engine) as conn:
+            ins = (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(COUNTER)
+            conn.execute(
+                ins.on_conflict_do_nothing(),
+                [{"budget_id": i, "period_start": start} for i in sorted(set(budget_ids))],
+            )
+            conn.execute(
+                update(COUNTER)
+                .where(COUNTER.c.budget_id.in_(sorted(set(budget_ids))))
+                .values(reserved_micros=FENCE, reserved_tokens=FENCE)
             )
 
     def forget(self, budget_id: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -19,6 +20,7 @@ from billing.enforcement.backend import DeploymentScaler
 from billing.enforcement.config import EnforcementConfig
 from billing.models import ApiRole
 from tests.utils.api import Api
+from tests.utils.redis_server import RedisServer, private_redis
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)  # a Wednesday
 
@@ -71,6 +73,12 @@ def make_enf_api(
         "acme": create_key(engine, name="acme", role=ApiRole.read, customer="acme", now=NOW),
     }
     return Api(TestClient(app), keys), clock
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A private redis-server on a free loopback port that the test may kill and restart."""
+    yield from private_redis(tmp_path)
 
 
 @pytest.fixture

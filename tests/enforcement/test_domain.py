@@ -157,9 +157,10 @@ CFG = EnforcementConfig()
 
 def test_decide_kill_first() -> None:
     snap = Snapshot(kills=frozenset({(KillScope.model, "llama")}))
-    d, taken = decide(snap, _req(), T, CFG)
+    out = decide(snap, _req(), T, CFG)
+    d, taken = out.decision, out.buckets
     assert (d.allowed, d.reason, d.retry_after_s, taken) == (False, "killed:model", None, {})
-    d, _ = decide(snap, _req(model="mistral"), T, CFG)
+    d = decide(snap, _req(model="mistral"), T, CFG).decision
     assert d.allowed
 
 
@@ -168,7 +169,7 @@ def test_decide_sheds_low_priority_first() -> None:
     key = rule.bucket_keys("acme", "llama", "chat")[0]
     # 4 of 10 left: high (reserve 0) and normal (reserve 0.2 -> needs 3) pass, low (needs 6) not
     snap = Snapshot(rules=(rule,), buckets={key: Bucket(4.0, T)})
-    out = {p: decide(snap, _req(priority=p), T, CFG)[0] for p in ("high", "normal", "low")}
+    out = {p: decide(snap, _req(priority=p), T, CFG).decision for p in ("high", "normal", "low")}
     assert [out[p].allowed for p in ("high", "normal", "low")] == [True, True, False]
     assert out["low"].reason == "rate_limited_requests"
     # (1 + 0.5 * 10 - 4) / (10 / 60 per s) = 12 s
@@ -177,7 +178,7 @@ def test_decide_sheds_low_priority_first() -> None:
 
 def test_decide_budget_kill_action_names_the_switch() -> None:
     b = _budget(scope=Scope(model="llama"), action=BudgetAction.kill, limit_micros=1000)
-    d, _ = decide(Snapshot(budgets=((b, Level()),)), _req(), T, CFG)
+    d = decide(Snapshot(budgets=((b, Level()),)), _req(), T, CFG).decision
     assert (d.allowed, d.reason, d.kill) == (False, "budget_usd", (KillScope.model, "llama"))
     assert d.retry_after_s == pytest.approx(11.5 * 3600)  # 12:30 -> midnight
 
@@ -186,7 +187,7 @@ def test_decide_throttle_past_soft_line() -> None:
     b = _budget(action=BudgetAction.throttle, limit_micros=100_000, soft_ratio=0.5)
     over = Level(60_000, 0, 0, 0)  # 60% > 50%
     empty = {"throttle:1": Bucket(0.0, T)}
-    d, _ = decide(Snapshot(budgets=((b, over),), buckets=empty), _req(), T, CFG)
+    d = decide(Snapshot(budgets=((b, over),), buckets=empty), _req(), T, CFG).decision
     assert (d.allowed, d.reason) == (False, "budget_throttled")
-    d, _ = decide(Snapshot(budgets=((b, Level()),), buckets=empty), _req(), T, CFG)
+    d = decide(Snapshot(budgets=((b, Level()),), buckets=empty), _req(), T, CFG).decision
     assert d.allowed

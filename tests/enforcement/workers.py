@@ -69,3 +69,90 @@ def hammer(spec: Spec, out: Any) -> None:
             be.release(key, now)
         # else: abandoned, held until it expires
     out.put({"allowed": allowed, "denied": denied, "settled_micros": settled_micros})
+
+
+@dataclass(frozen=True)
+class OutageSpec:
+    """A worker of the Redis kill/restart test: the database, Redis and the one budget."""
+
+    db_url: str
+    schema: str | None
+    redis_url: str
+    budget: Budget
+    seed: int
+
+
+def through_outage(spec: OutageSpec, go: Any, stop: Any, denied_total: Any, out: Any) -> None:
+    """Reserve, store the usage event, settle; through the production failover backends.
+
+    Starts when ``go`` is set, runs until ``stop`` is set; counts denials in ``denied_total``
+    (shared). Reports counts, the fallbacks this worker saw and the rebuilds it did.
+    """
+    import math
+
+    from sqlalchemy import insert
+
+    from billing.db import make_engine
+    from billing.enforcement.config import EnforcementConfig
+    from billing.enforcement.failover import EnforcementUnavailable
+    from billing.enforcement.service import build_backends
+    from billing.models import UsageEvent, table_of
+
+    rng = random.Random(spec.seed)
+    engine = make_engine(spec.db_url, schema=spec.schema)
+    config = EnforcementConfig(redis_retry_s=0.05)
+    res, _, _, health = build_backends(engine, config, spec.redis_url, lambda: [spec.budget])
+    assert health is not None
+    usage = table_of(UsageEvent)
+    allowed = denied = 0
+    go.wait()
+    while not stop.is_set():
+        now = datetime.now(UTC)
+        key = uuid.uuid4().hex
+        try:
+            got = res.reserve(
+                key,
+                [spec.budget],
+                customer="acme",
+                model="llama",
+                request_type="chat",
+                est_micros=1500,
+                est_tokens=1000,
+                now=now,
+                ttl_s=300,
+            )
+            ok = got.decision.allowed
+        except EnforcementUnavailable:  # what the Enforcer answers as a denial
+            ok = False
+        if not ok:
+            denied += 1
+            with denied_total.get_lock():
+                denied_total.value += 1
+            stop.wait(0.005)
+            continue
+        allowed += 1
+        tokens = rng.randrange(500, 1001, 2)  # even: exactly 1.5 µUSD per token
+        with engine.begin() as conn:
+            conn.execute(
+                insert(usage).values(
+                    source="gw",
+                    event_id=key,
+                    ts=now,
+                    model="llama",
+                    customer="acme",
+                    request_type="chat",
+                    input_tokens=0,
+                    output_tokens=tokens,
+                )
+            )
+        micros = math.ceil(tokens * 1.5)
+        res.settle([Charge(key, "acme", "llama", "chat", micros, tokens, now)], [spec.budget], now)
+    out.put(
+        {
+            "allowed": allowed,
+            "denied": denied,
+            "fallbacks": health.fallbacks,
+            "rebuilds": health.primary.rebuilds,
+        }
+    )
+    engine.dispose()

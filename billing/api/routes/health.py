@@ -10,6 +10,7 @@ from billing import migrations
 from billing.api.deps import StateDep
 
 router = APIRouter(tags=["health"])
+READINESS = "readiness"  # ApiState.extras key: callables adding fields to the /readyz body
 
 
 @router.get("/healthz")
@@ -20,7 +21,11 @@ def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(state: StateDep) -> dict[str, str]:
-    """The database answers and its schema is at the code's head revision (503 otherwise)."""
+    """The database answers and its schema is at the code's head revision (503 otherwise).
+
+    Extensions add fields (``enforcement``: ``redis``, ``sql``, ``sql-fallback`` or ``deny``);
+    those report a degraded mode in the body and keep the 200, as the worker still serves.
+    """
 
     def check() -> migrations.SchemaState:
         with state.engine.connect() as conn:
@@ -33,8 +38,11 @@ async def readyz(state: StateDep) -> dict[str, str]:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"database: {exc}") from exc
     if not schema.ok:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"schema: {schema.message()}")
-    return {
+    body = {
         "status": "ready",
         "database": state.engine.dialect.name,
         "schema": schema.current or "",
     }
+    for extra in state.extras.get(READINESS, []):
+        body.update(extra())
+    return body
