@@ -5,7 +5,9 @@ the GPU Operator's ClusterPolicy, driven by the real kubernetes client.
 Writes: POST (create), PUT (update), PATCH as ``application/apply-patch+yaml`` (server-side
 apply: tests/utils/kube_ssa.py; ``fieldManager`` required, ``force``), as
 ``application/merge-patch+json`` (RFC 7386) or as strategic merge (``merge`` below);
-``dryRun=All`` answers the result and stores nothing. Every write records field ownership
+``dryRun=All`` answers the result and stores nothing; an apply that creates the object is
+authorized (``state.access``) as patch and create, as a real server does. Every write records
+field ownership
 (``metadata.managedFields``); a non-apply write's manager is its ``fieldManager`` or
 ``"python-client"``.
 
@@ -524,6 +526,10 @@ class _Handler(BaseHTTPRequestHandler):
                 current, body, managed, manager, force=q.get("force") in ("true", "1")
             )
             code = 200 if current is not None else 201
+            if current is None:  # an apply that creates is authorized as create too
+                acc = access_of("PATCH", self.path.split("?")[0], q)
+                if acc is not None:
+                    st.access.append(acc._replace(verb="create"))
         else:
             if current is None and method != "POST":
                 raise KeyError(name)
