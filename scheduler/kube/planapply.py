@@ -21,6 +21,7 @@ import yaml
 
 from scheduler.kube import operator
 from scheduler.kube.render import (
+    DP_CONFIG_LABEL,
     MIG_CONFIG_LABEL,
     MIG_STATE_LABEL,
     MODEL_LABEL,
@@ -40,7 +41,8 @@ IGNORED_META = {"managedFields", "resourceVersion", "generation", "uid", "creati
 class Desired:
     """The apply configurations of one plan, built against the live cluster."""
 
-    configmaps: list[dict[str, Any]]
+    configmaps: list[dict[str, Any]]  # what ends up (the plan's and the operator's configs)
+    during: list[dict[str, Any]]  # while nodes change: also the configs nodes are labelled with
     policy: dict[str, Any]
     deployments: list[dict[str, Any]]
     scale_down: list[str]
@@ -114,28 +116,35 @@ def _configmaps(
     old = (yaml.safe_load(((live_mig or {}).get("data") or {}).get("config.yaml") or "") or {}).get(
         "mig-configs"
     ) or {}
-    keep = {k: v for k, v in old.items() if k in used}
-    mig_text = operator.merged_mig_config(
-        (r.mig_parted.data or {})["config.yaml"],
-        (theirs_mig.get("data") or {}).get("config.yaml"),
-        keep,
-    )
-    dp_data = operator.merged_device_plugin(dict(r.device_plugin.data or {}), dict(theirs_dp))
-    cms = []
-    for name, data, src in (
-        (ours[0], {"config.yaml": mig_text}, src_mig),
-        (ours[1], dp_data, src_dp),
-    ):
-        meta: dict[str, Any] = {"name": name, "namespace": a.operator_namespace}
-        if src:
-            meta["annotations"] = {operator.COPIED_FROM: src}
-        cms.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": data})
+    used_dp = {labels.get(DP_CONFIG_LABEL) for labels in live_labels.values()}
+    old_dp = dict((live_dp or {}).get("data") or {})
+    versions = []
+    for keep in ({}, {k: v for k, v in old.items() if k in used}):
+        mig_text = operator.merged_mig_config(
+            (r.mig_parted.data or {})["config.yaml"],
+            (theirs_mig.get("data") or {}).get("config.yaml"),
+            keep,
+        )
+        kept_dp = {k: v for k, v in old_dp.items() if k in used_dp} if keep else {}
+        dp_data = operator.merged_device_plugin(
+            dict(r.device_plugin.data or {}), {**kept_dp, **theirs_dp}
+        )
+        cms = []
+        for name, data, src in (
+            (ours[0], {"config.yaml": mig_text}, src_mig),
+            (ours[1], dp_data, src_dp),
+        ):
+            meta: dict[str, Any] = {"name": name, "namespace": a.operator_namespace}
+            if src:
+                meta["annotations"] = {operator.COPIED_FROM: src}
+            cms.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": data})
+        versions.append(cms)
     live = {
         ("ConfigMap", ours[0]): live_mig,
         ("ConfigMap", ours[1]): live_dp,
         ("ClusterPolicy", w.policy): policy,
     }
-    return cms, operator.policy_patch(w, ours[0], ours[1]), live
+    return versions, operator.policy_patch(w, ours[0], ours[1]), live
 
 
 def _patch_config(want: dict[str, Any], container: str) -> dict[str, Any]:
@@ -238,12 +247,12 @@ def _deployment_configs(
 def desired(a: KubeApplier, r: Rendered) -> Desired:
     """The plan's apply configurations, built against what the cluster holds now."""
     labels = {n: dict(a._retry(a.core.read_node, n).metadata.labels or {}) for n in r.node_labels}
-    cms, policy, live = _configmaps(a, r, labels)
+    (final, during), policy, live = _configmaps(a, r, labels)
     deps, down, live_d = _deployment_configs(a, r)
     live.update(live_d)
     for n, lab in labels.items():
         live[("Node", n)] = {"metadata": {"labels": lab}}
-    return Desired(cms, policy, deps, down, dict(r.node_labels), live)
+    return Desired(final, during, policy, deps, down, dict(r.node_labels), live)
 
 
 def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
@@ -354,7 +363,7 @@ def apply_rendered(a: KubeApplier, d: Desired, changes: list[Change]) -> ApplyRe
     """ConfigMaps, ClusterPolicy, node by node (all-or-rolled-back), then Deployments."""
     from scheduler.kube.apply import ApplyResult
 
-    for body in (*d.configmaps, d.policy):
+    for body in (*d.during, d.policy):
         a.server_apply(body)
     errors, failed, notes = [], [], []
     for node, labels in sorted(d.node_labels.items()):
@@ -364,6 +373,8 @@ def apply_rendered(a: KubeApplier, d: Desired, changes: list[Change]) -> ApplyRe
             errors.append(err)
             failed.append(node)
     if not failed:
+        for body in d.configmaps:  # no node is labelled with a dropped config any more
+            a.server_apply(body)
         for body in d.deployments:
             a.server_apply(body)
         for name in d.scale_down:

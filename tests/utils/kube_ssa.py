@@ -93,6 +93,8 @@ def _remove(obj: Any, path: Path) -> None:
     """Delete the field at ``path``, then the maps/list items it leaves empty."""
     if not path:
         return
+    if len(path) > 1 and path[-1] == "f:name" and path[-2].startswith("k:"):
+        path = path[:-1]  # an associative item's key: the item goes
     parent = _get(obj, path[:-1])
     last = path[-1]
     if isinstance(parent, dict) and last.startswith("f:"):
@@ -161,7 +163,8 @@ def apply(
     result: dict[str, Any] = _merge(base, applied)
     before = managed.get(manager, ("Apply", set()))[1]
     others = set().union(*(f for m, (_, f) in managed.items() if m != manager))
-    for p in sorted(before - new_fields - others, key=len, reverse=True):
+    # deepest first; an associative item's key field last, so the item stays findable
+    for p in sorted(before - new_fields - others, key=lambda p: (-len(p), p[-1] == "f:name")):
         _remove(result, p)
     managed[manager] = ("Apply", new_fields)
     return result, _prune(managed, result)
