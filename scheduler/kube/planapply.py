@@ -46,6 +46,7 @@ class Desired:
     policy: dict[str, Any]
     deployments: list[dict[str, Any]]
     scale_down: list[str]
+    takeovers: dict[str, dict[str, Any]]
     node_labels: dict[str, dict[str, str]]
     live: dict[tuple[str, str], dict[str, Any] | None] = field(default_factory=dict)
 
@@ -164,6 +165,41 @@ def _patch_config(want: dict[str, Any], container: str) -> dict[str, Any]:
     }
 
 
+def _takeover(have: dict[str, Any], want: dict[str, Any]) -> dict[str, Any] | None:
+    """A strategic merge patch deleting GPU fields the plan does not want but others set.
+
+    Server-side apply removes only what costctl itself applied before; a ``nvidia.com/*``
+    limit or request, or a ``CUDA_MPS_*`` variable, that the Deployment's own manifest set
+    stays with its manager. costctl owns those keys: this patch removes the stale ones (it
+    shows in the diff as ``take over``). Remove them from the manifests to keep it that way.
+    """
+    c = have["spec"]["template"]["spec"]["containers"][0]
+    w = want["spec"]["template"]["spec"]["containers"][0]
+    res = c.get("resources") or {}
+    wanted = set((w.get("resources") or {}).get("limits") or {})
+    drop = {
+        part: {
+            k: None for k in res.get(part) or {} if k.startswith("nvidia.com/") and k not in wanted
+        }
+        for part in ("limits", "requests")
+    }
+    drop = {k: v for k, v in drop.items() if v}
+    keep_env = {e["name"] for e in w.get("env") or []}
+    env = [
+        {"name": e["name"], "$patch": "delete"}
+        for e in c.get("env") or []
+        if e["name"].startswith("CUDA_MPS_") and e["name"] not in keep_env
+    ]
+    if not drop and not env:
+        return None
+    patch_c: dict[str, Any] = {"name": c["name"]}
+    if drop:
+        patch_c["resources"] = drop
+    if env:
+        patch_c["env"] = env
+    return {"spec": {"template": {"spec": {"containers": [patch_c]}}}}
+
+
 def _clone(want: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
     """A complete variant Deployment: the base's pod template with the plan's fields."""
     body = copy.deepcopy(base)
@@ -207,7 +243,12 @@ def _clone(want: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
 
 def _deployment_configs(
     a: KubeApplier, r: Rendered
-) -> tuple[list[dict[str, Any]], list[str], dict[tuple[str, str], dict[str, Any] | None]]:
+) -> tuple[
+    list[dict[str, Any]],
+    list[str],
+    dict[str, dict[str, Any]],
+    dict[tuple[str, str], dict[str, Any] | None],
+]:
     existing = {n: _plain(d) for n, d in _deployments(a).items()}
     bases: dict[str, dict[str, Any]] = {}
     for d in existing.values():
@@ -215,6 +256,7 @@ def _deployment_configs(
         if _annotation(d, CLONED_FROM) is None:
             bases.setdefault(str((d["metadata"].get("labels") or {}).get(MODEL_LABEL)), d)
     out = []
+    takeovers: dict[str, dict[str, Any]] = {}
     live: dict[tuple[str, str], dict[str, Any] | None] = {}
     for want in to_dicts(r.deployments):
         name = want["metadata"]["name"]
@@ -224,6 +266,8 @@ def _deployment_configs(
         if have is not None and _annotation(have, CLONED_FROM) is None:
             container = have["spec"]["template"]["spec"]["containers"][0]["name"]
             out.append(_patch_config(want, container))
+            if (patch := _takeover(have, want)) is not None:
+                takeovers[name] = patch
         elif model in bases:
             out.append(_clone(want, bases[model]))
         else:
@@ -241,18 +285,18 @@ def _deployment_configs(
     ]
     for name in down:
         live[("Deployment", name)] = existing[name]
-    return out, down, live
+    return out, down, takeovers, live
 
 
 def desired(a: KubeApplier, r: Rendered) -> Desired:
     """The plan's apply configurations, built against what the cluster holds now."""
     labels = {n: dict(a._retry(a.core.read_node, n).metadata.labels or {}) for n in r.node_labels}
     (final, during), policy, live = _configmaps(a, r, labels)
-    deps, down, live_d = _deployment_configs(a, r)
+    deps, down, takeovers, live_d = _deployment_configs(a, r)
     live.update(live_d)
     for n, lab in labels.items():
         live[("Node", n)] = {"metadata": {"labels": lab}}
-    return Desired(final, during, policy, deps, down, dict(r.node_labels), live)
+    return Desired(final, during, policy, deps, down, takeovers, dict(r.node_labels), live)
 
 
 def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
@@ -303,6 +347,11 @@ def diff_rendered(a: KubeApplier, d: Desired) -> list[Change]:
         for k, v in sorted(labels.items()):
             if current.get(k) != v:
                 out.append(Change("Node", node, f"labels.{k}", current.get(k), v))
+    for name, patch in sorted(d.takeovers.items()):
+        (c,) = patch["spec"]["template"]["spec"]["containers"]
+        stale = [f"{p}.{k}" for p, ks in (c.get("resources") or {}).items() for k in ks]
+        stale += [f"env.{e['name']}" for e in c.get("env") or []]
+        out.append(Change("Deployment", name, "take over (set by another manager)", stale, None))
     for body in d.deployments:
         name = body["metadata"]["name"]
         have = d.live.get(("Deployment", name))
@@ -375,6 +424,8 @@ def apply_rendered(a: KubeApplier, d: Desired, changes: list[Change]) -> ApplyRe
     if not failed:
         for body in d.configmaps:  # no node is labelled with a dropped config any more
             a.server_apply(body)
+        for name, patch in sorted(d.takeovers.items()):
+            a._retry(a.apps.patch_namespaced_deployment, name, a.namespace, patch)
         for body in d.deployments:
             a.server_apply(body)
         for name in d.scale_down:

@@ -59,7 +59,8 @@ DEFAULT_MANAGER = "python-client"
 
 def merge(base: Any, patch: Any) -> Any:
     """Strategic-merge approximation: maps merge (None deletes), lists of named maps merge
-    by name, other lists are replaced."""
+    by name (an item ``{"name": n, "$patch": "delete"}`` removes it), other lists are
+    replaced."""
     if isinstance(base, dict) and isinstance(patch, dict):
         out = dict(base)
         for k, v in patch.items():
@@ -77,10 +78,13 @@ def merge(base: Any, patch: Any) -> Any:
         by = {x["name"]: x for x in base}
         order = [x["name"] for x in base]
         for x in patch:
+            if x.get("$patch") == "delete":
+                by.pop(x["name"], None)
+                continue
             if x["name"] not in by:
                 order.append(x["name"])
             by[x["name"]] = merge(by.get(x["name"]), x)
-        return [by[n] for n in order]
+        return [by[n] for n in order if n in by]
     return copy.deepcopy(patch)
 
 
