@@ -148,7 +148,7 @@ def _configmaps(
     return versions, operator.policy_patch(w, ours[0], ours[1]), live
 
 
-def _patch_config(want: dict[str, Any], container: str) -> dict[str, Any]:
+def patch_config(want: dict[str, Any], container: str) -> dict[str, Any]:
     """The fields costctl owns in a Deployment someone else created (not its selector)."""
     spec = copy.deepcopy(want["spec"])
     spec.pop("selector", None)
@@ -165,7 +165,7 @@ def _patch_config(want: dict[str, Any], container: str) -> dict[str, Any]:
     }
 
 
-def _takeover(have: dict[str, Any], want: dict[str, Any]) -> dict[str, Any] | None:
+def takeover(have: dict[str, Any], want: dict[str, Any]) -> dict[str, Any] | None:
     """A strategic merge patch deleting GPU fields the plan does not want but others set.
 
     Server-side apply removes only what costctl itself applied before; a ``nvidia.com/*``
@@ -200,7 +200,7 @@ def _takeover(have: dict[str, Any], want: dict[str, Any]) -> dict[str, Any] | No
     return {"spec": {"template": {"spec": {"containers": [patch_c]}}}}
 
 
-def _clone(want: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+def clone(want: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
     """A complete variant Deployment: the base's pod template with the plan's fields."""
     body = copy.deepcopy(base)
     meta = body["metadata"]
@@ -265,11 +265,11 @@ def _deployment_configs(
         live[("Deployment", name)] = have
         if have is not None and _annotation(have, CLONED_FROM) is None:
             container = have["spec"]["template"]["spec"]["containers"][0]["name"]
-            out.append(_patch_config(want, container))
-            if (patch := _takeover(have, want)) is not None:
+            out.append(patch_config(want, container))
+            if (patch := takeover(have, want)) is not None:
                 takeovers[name] = patch
         elif model in bases:
-            out.append(_clone(want, bases[model]))
+            out.append(clone(want, bases[model]))
         else:
             raise LookupError(f"no Deployment labelled {MODEL_LABEL}={model} to patch or clone")
     wanted = {d["metadata"]["name"] for d in out}
