@@ -182,18 +182,12 @@ def _applier(settings: Settings) -> Any:
     """The Kubernetes applier; exit 2 with one line when no cluster is configured."""
     if APPLIER_FACTORY is not None:
         return APPLIER_FACTORY(settings)
-    from kubernetes.config import ConfigException
-
-    from scheduler.kube import KubeApplier
+    from scheduler.kube import KubeApplier, NoClusterError
 
     try:
         return KubeApplier.from_settings(settings)
-    except (ConfigException, OSError) as exc:
-        fail(
-            "no Kubernetes cluster: neither an in-cluster service account nor a kubeconfig "
-            f"(KUBECONFIG or ~/.kube/config) was found ({str(exc).splitlines()[0][:120]}); "
-            "`costctl plan -o k8s` renders the objects without one"
-        )
+    except NoClusterError as exc:
+        fail(f"{exc}; `costctl plan -o k8s` renders the objects without one")
 
 
 def _check_target(target: str) -> None:
@@ -273,7 +267,7 @@ def register(app: typer.Typer) -> None:
             bool,
             typer.Option(
                 "--manifests",
-                help="-o k8s: complete Deployments (plan merged onto the cluster's or --from-dir's)",
+                help="-o k8s: complete Deployments (the plan merged onto the cluster's or DIR's)",
             ),
         ] = False,
         from_dir: Annotated[

@@ -45,6 +45,15 @@ class ApplyError(RuntimeError):
     """The cluster refused a change (after retries)."""
 
 
+class NoClusterError(ApplyError):
+    """No in-cluster config and no kubeconfig: there is no cluster to talk to."""
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's first line, at most 120 characters."""
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:120]
+
+
 @dataclass(frozen=True)
 class Change:
     """One difference between the cluster and the plan (what --dry-run prints)."""
@@ -87,7 +96,13 @@ class KubeApplier:
         try:
             kube_config.load_incluster_config()
         except kube_config.ConfigException:
-            kube_config.load_kube_config()
+            try:
+                kube_config.load_kube_config()
+            except (kube_config.ConfigException, OSError) as exc:
+                raise NoClusterError(
+                    "no Kubernetes cluster: neither an in-cluster service account nor a "
+                    f"kubeconfig (KUBECONFIG or ~/.kube/config) was found ({first_line(exc)})"
+                ) from exc
         sched: SchedulerConfig = settings.scheduler
         return cls(client.ApiClient(), sched.kube_namespace, sched)
 
@@ -324,5 +339,6 @@ __all__ = [
     "ApplyResult",
     "Change",
     "KubeApplier",
+    "NoClusterError",
     "to_dicts",
 ]

@@ -88,6 +88,8 @@ def complete(r: Rendered, bases: Iterable[dict[str, Any]]) -> list[dict[str, Any
 
 def read_dir(path: Path) -> list[dict[str, Any]]:
     """Every YAML document of ``*.yaml`` / ``*.yml`` under ``path``. Raises: OSError, YAMLError."""
+    if not path.is_dir():
+        raise NotADirectoryError(f"not a directory: {path}")
     docs: list[dict[str, Any]] = []
     for f in sorted([*path.rglob("*.yaml"), *path.rglob("*.yml")]):
         docs += [d for d in yaml.safe_load_all(f.read_text()) if isinstance(d, dict)]

@@ -101,7 +101,10 @@ def _annotation(obj: dict[str, Any] | None, key: str) -> str | None:
 
 def _configmaps(
     a: KubeApplier, r: Rendered, live_labels: dict[str, dict[str, str]]
-) -> tuple[list[dict[str, Any]], dict[str, Any], dict[tuple[str, str], dict[str, Any] | None]]:
+) -> tuple[
+    list[list[dict[str, Any]]], dict[str, Any], dict[tuple[str, str], dict[str, Any] | None]
+]:
+    """(final, during) ConfigMaps, the ClusterPolicy apply configuration, the live objects."""
     policy = _cluster_policy(a)
     w = operator.wiring_of(policy)
     ours = (str(r.mig_parted.metadata.name), str(r.device_plugin.metadata.name))
@@ -119,7 +122,7 @@ def _configmaps(
     ) or {}
     used_dp = {labels.get(DP_CONFIG_LABEL) for labels in live_labels.values()}
     old_dp = dict((live_dp or {}).get("data") or {})
-    versions = []
+    versions: list[list[dict[str, Any]]] = []
     for keep in ({}, {k: v for k, v in old.items() if k in used}):
         mig_text = operator.merged_mig_config(
             (r.mig_parted.data or {})["config.yaml"],
@@ -130,7 +133,7 @@ def _configmaps(
         dp_data = operator.merged_device_plugin(
             dict(r.device_plugin.data or {}), {**kept_dp, **theirs_dp}
         )
-        cms = []
+        cms: list[dict[str, Any]] = []
         for name, data, src in (
             (ours[0], {"config.yaml": mig_text}, src_mig),
             (ours[1], dp_data, src_dp),

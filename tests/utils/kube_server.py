@@ -52,7 +52,7 @@ import yaml
 from kubernetes import client
 
 from tests.utils import kube_sim, kube_ssa
-from tests.utils.kube_sim import MIG_CONFIG, MIG_STATE, Event
+from tests.utils.kube_sim import Event
 
 DEFAULT_MANAGER = "python-client"
 
