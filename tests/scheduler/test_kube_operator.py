@@ -11,7 +11,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from scheduler.config import SchedulerConfig
-from scheduler.kube import KubeApplier
+from scheduler.kube import ApplyError, KubeApplier
 from scheduler.model import Snapshot
 from scheduler.planner import plan
 from scheduler.policy import Policy
@@ -106,7 +106,7 @@ def test_no_cluster_policy_is_a_clear_error() -> None:
         k.state.add_deployment("default", "mistral-7b", model="mistral-7b")
         snap, p = _planned()
         a = _applier(k)
-        with pytest.raises(Exception, match="no nvidia.com/v1 ClusterPolicy"):
+        with pytest.raises(ApplyError, match=r"no nvidia\.com/v1 ClusterPolicy"):
             a.apply(p, snap.gpus, dry_run=True)
 
 
