@@ -127,3 +127,26 @@ def test_mps_env_leaves_out_what_a_slot_does_not_carry() -> None:
     assert mps_env(None, None) == ()
     assert mps_env(30, None) == (("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE", "30"),)
     assert mps_env(30, 18000)[1] == ("CUDA_MPS_PINNED_DEVICE_MEM_LIMIT", "0=18000M")
+
+
+def test_manifests_from_the_cluster(args: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from costctl.commands import scheduling
+    from scheduler.kube import KubeApplier
+    from tests.utils.kube_server import KubeServer
+
+    with KubeServer() as k:
+        for m in ("llama-3-8b", "mistral-7b"):
+            k.state.add_deployment("default", m, model=m, image="registry/x:1")
+
+        def factory(settings: object) -> KubeApplier:
+            return KubeApplier(k.api_client(), "default", sleep=lambda s: None)
+
+        monkeypatch.setattr(scheduling, "APPLIER_FACTORY", factory)
+        r = runner.invoke(app, [*args, "-o", "k8s", "--manifests"])
+        assert r.exit_code == 0, r.output
+        deps = [o for o in yaml.safe_load_all(r.output) if o and o["kind"] == "Deployment"]
+        assert deps
+        for d in deps:
+            c = d["spec"]["template"]["spec"]["containers"][0]
+            assert c["image"] == "registry/x:1" and "managedFields" not in d["metadata"]
+        assert all(m == "GET" for m, _ in k.state.requests)  # read only
