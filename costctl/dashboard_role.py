@@ -25,7 +25,12 @@ log = logging.getLogger(__name__)
 def default_panels(engine: Engine, settings: Settings) -> Panels:
     """Budget burn-down (enforcement), packing plan and what-if (scheduler) over the store."""
     plan, whatif = panels_for(engine, settings.scheduler)
-    return Panels(budget=make_budget_panel(engine, settings.billing), plan=plan, whatif=whatif)
+    return Panels(
+        budget=make_budget_panel(engine, settings.billing),
+        plan=plan,
+        whatif=whatif,
+        rate_card=settings.billing.enforcement,
+    )
 
 
 def build_dashboard(

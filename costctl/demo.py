@@ -25,7 +25,7 @@ from sqlalchemy.engine import Engine
 
 from billing.apikeys import create_key
 from billing.db import is_sqlite
-from billing.enforcement.models import BudgetAction, Period
+from billing.enforcement.models import Basis, BudgetAction, Period
 from billing.enforcement.schemas import BudgetCreate
 from billing.enforcement.store import set_budget
 from billing.ingest import ingest_usage_rows
@@ -41,11 +41,17 @@ from scheduler.demo import DEMO_CAPACITY, DemoFleet, start_demo_fleet, token_loa
 
 log = logging.getLogger(__name__)
 DEMO_CUSTOMER = "acme"
+# acme's daily GPU cost (basis cost, the ledger's cost_usd) and everyone's list price (basis
+# price, the rate card's price_usd): one budget of each basis.
 DEMO_BUDGETS = {
     "acme-daily": BudgetCreate(
-        customer="acme", period=Period.daily, limit_usd=150.0, action=BudgetAction.throttle
+        customer="acme",
+        period=Period.daily,
+        limit_usd=10.0,
+        action=BudgetAction.throttle,
+        basis=Basis.cost,
     ),
-    "all-daily": BudgetCreate(period=Period.daily, limit_usd=1000.0),
+    "all-daily": BudgetCreate(period=Period.daily, limit_usd=1000.0, basis=Basis.price),
 }
 
 

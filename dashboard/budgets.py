@@ -1,10 +1,10 @@
 """Budget burn-down for the dashboard and budget status for the weekly review.
 
-Budgets, their periods and the rate card are billing.enforcement's. The burn-down curve is
-computed from the ledger (tokens per hour x model x customer x request_type, priced by the
-rate card), so a page load reads ledger rows, not usage events; it lags the live counters by
-at most one rollup interval. The weekly review's status comes from
-``billing.enforcement.burn.budget_burn`` (the truth recomputed from usage events).
+Budgets, their periods, basis and rates are billing.enforcement's. The burn-down curve per hour
+comes from the ledger ('cost' budgets: its cost_cents; 'price' budgets: its tokens at the rate
+card); the point at ``now`` is ``billing.enforcement.burn.budget_burn``'s spent (ledger +
+not-yet-rolled-up tail), the same figure as ``costctl status``, ``/v1/budgets/burn`` and the
+weekly review's budget status.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from billing.config import BillingConfig
 from billing.enforcement.burn import budget_burn
 from billing.enforcement.config import EnforcementConfig
 from billing.enforcement.domain import DIMS, Budget, Scope, period_bounds
-from billing.enforcement.models import MICROS, Period
+from billing.enforcement.models import MICROS, Basis, Period
+from billing.enforcement.rates import MICROS_PER_CENT
 from billing.enforcement.store import load_policy
 from billing.models import LedgerEntry, LedgerKind, table_of
 from dashboard import figures
@@ -40,14 +41,20 @@ def visible(budgets: Sequence[Budget], viewer: Viewer) -> list[Budget]:
 
 
 def burn_series(
-    usage: pd.DataFrame, budget: Budget, price: Callable[[str], tuple[float, float]], now: datetime
+    usage: pd.DataFrame,
+    budget: Budget,
+    price: Callable[[str], tuple[float, float]],
+    now: datetime,
+    spent: tuple[int, int] | None = None,
 ) -> pd.DataFrame:
     """Cumulative spend of ``budget`` through its current period, hour by hour (pure).
 
-    ``usage``: hour, model, input_tokens, output_tokens (and scope columns, if not filtered).
-    Details: spend per row = in x in_price + out x out_price µUSD (USD/Mtok = µUSD/token);
-    pct = cumulative / limit x 100 (USD limit if set, else tokens). Returns hour, spent_usd,
-    tokens, pct; the first row is the period start at 0.
+    ``usage``: hour, model, input_tokens, output_tokens (cost_cents for a 'cost' budget; scope
+    columns, if not filtered). Details: spend per row = cost_cents x 10^4 µUSD ('cost'), else
+    in x in_price + out x out_price µUSD (USD/Mtok = µUSD/token); pct = cumulative / limit x
+    100 (USD limit if set, else tokens). ``spent`` (µUSD, tokens) is the period's spend at
+    ``now`` (budget_burn): it is the last point. Returns hour, spent_usd, tokens, pct; the
+    first row is the period start at 0.
     """
     start, _end = period_bounds(budget.period, now)
     u = usage[(usage["hour"] >= pd.Timestamp(start)) & (usage["hour"] < pd.Timestamp(now))]
@@ -56,10 +63,13 @@ def burn_series(
         if value is not None and dim in u.columns:  # read_usage filters in SQL already
             u = u[u[dim] == value]
     prices = {m: price(str(m)) for m in u["model"].unique()}
-    micros = [
-        i * prices[m][0] + o * prices[m][1]
-        for m, i, o in zip(u["model"], u["input_tokens"], u["output_tokens"], strict=True)
-    ]
+    if budget.basis == Basis.cost and "cost_cents" in u.columns:
+        micros = [float(c) * MICROS_PER_CENT for c in u["cost_cents"]]
+    else:
+        micros = [
+            i * prices[m][0] + o * prices[m][1]
+            for m, i, o in zip(u["model"], u["input_tokens"], u["output_tokens"], strict=True)
+        ]
     per_hour = (
         u.assign(micros=micros, tokens=u["input_tokens"] + u["output_tokens"])
         .groupby("hour", sort=True)[["micros", "tokens"]]
@@ -70,6 +80,11 @@ def burn_series(
     # a point at the end of each hour (or now, for the current hour): the spend up to then
     end = pd.Timestamp(now)
     s.index = [s.index[0], *[min(h + pd.Timedelta(hours=1), end) for h in s.index[1:]]]
+    if spent is not None:
+        s = s[s.index < end]
+        s = pd.concat(
+            [s, pd.DataFrame({"micros": [float(spent[0])], "tokens": [spent[1]]}, index=[end])]
+        )
     if budget.limit_micros:
         pct = s["micros"] / budget.limit_micros * 100
     elif budget.limit_tokens:
@@ -102,7 +117,7 @@ def projection(
 
 
 def read_usage(engine: Engine, scope: Scope, start: datetime, end: datetime) -> pd.DataFrame:
-    """Attributed tokens per hour x model inside ``scope`` from the ledger (summed in SQL)."""
+    """Attributed tokens and cost_cents per hour x model inside ``scope`` from the ledger."""
     t = table_of(LedgerEntry).c
     stmt = (
         select(
@@ -110,6 +125,7 @@ def read_usage(engine: Engine, scope: Scope, start: datetime, end: datetime) -> 
             t.model,
             func.sum(t.input_tokens).label("input_tokens"),
             func.sum(t.output_tokens).label("output_tokens"),
+            func.sum(t.cost_cents).label("cost_cents"),
         )
         .where(t.kind == LedgerKind.attributed.value, t.hour >= start, t.hour < end)
         .group_by(t.hour, t.model)
@@ -147,7 +163,10 @@ def burn_figure(
         fig.add_scatter(
             x=s["hour"],
             y=s["pct"],
-            name=f"{b.name} ({b.scope.label()}, {b.period.value})",
+            name=(
+                f"{b.name} ({b.scope.label()}, {b.period.value}, {b.basis.value}): "
+                f"spent ${float(s['spent_usd'].iloc[-1]):,.2f}"
+            ),
             mode="lines+markers",
             line={"color": color},
             customdata=s["spent_usd"],
@@ -186,15 +205,28 @@ def make_budget_panel(
     """The dashboard's budget panel over ``engine`` (a Panel for dashboard.callbacks)."""
     enf = config.enforcement
 
-    def price(model: str) -> tuple[float, float]:
-        p = enf.price(model)
-        return p.input_usd_per_mtok, p.output_usd_per_mtok
+    def pricer(customer: str | None) -> Callable[[str], tuple[float, float]]:
+        def price(model: str) -> tuple[float, float]:
+            p = enf.price(model, customer)
+            return p.input_usd_per_mtok, p.output_usd_per_mtok
+
+        return price
 
     def panel(now: datetime, viewer: Viewer) -> go.Figure:
         budgets = visible(load_policy(engine).budgets, viewer)
+        burns = {
+            x.budget.id: x
+            for x in budget_burn(
+                engine, enf, now, budgets=budgets, resolution_s=config.ledger_resolution_s
+            )
+        }
         series = {
             b.name: burn_series(
-                read_usage(engine, b.scope, period_bounds(b.period, now)[0], now), b, price, now
+                read_usage(engine, b.scope, period_bounds(b.period, now)[0], now),
+                b,
+                pricer(b.scope.customer),
+                now,
+                (burns[b.id].spent_micros, burns[b.id].spent_tokens),
             )
             for b in budgets
         }
@@ -206,10 +238,10 @@ def make_budget_panel(
 
 
 def _burn_rows(
-    engine: Engine, config: EnforcementConfig, as_of: datetime
+    engine: Engine, config: EnforcementConfig, as_of: datetime, resolution_s: int
 ) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
-    for burn in budget_burn(engine, config, as_of):
+    for burn in budget_burn(engine, config, as_of, resolution_s=resolution_s):
         b = burn.budget
         rows.append(
             {
@@ -224,18 +256,25 @@ def _burn_rows(
                 "ratio": round(burn.ratio, 4),
                 "status": burn.status,
                 "action": b.action.value,
+                "basis": b.basis.value,
             }
         )
     return rows
 
 
-def budget_status_frame(engine: Engine, config: EnforcementConfig, as_of: datetime) -> pd.DataFrame:
+def budget_status_frame(
+    engine: Engine, config: EnforcementConfig, as_of: datetime, resolution_s: int = 3600
+) -> pd.DataFrame:
     """Every budget's burn at ``as_of`` as BUDGET_COLUMNS + USD columns (for the review)."""
-    return _frame(_burn_rows(engine, config, as_of))
+    return _frame(_burn_rows(engine, config, as_of, resolution_s))
 
 
 def budget_period_frame(
-    engine: Engine, config: EnforcementConfig, start: datetime, end: datetime
+    engine: Engine,
+    config: EnforcementConfig,
+    start: datetime,
+    end: datetime,
+    resolution_s: int = 3600,
 ) -> pd.DataFrame:
     """Every budget judged per its own period inside [start, end): a daily budget once per
     day (at each day's end), a weekly or monthly one at ``end``; ``worst`` marks each
@@ -247,7 +286,11 @@ def budget_period_frame(
     rows: list[dict[str, object]] = []
     for as_of in ends:
         last = as_of == ends[-1]
-        rows += [r for r in _burn_rows(engine, config, as_of) if last or r["period"] == "daily"]
+        rows += [
+            r
+            for r in _burn_rows(engine, config, as_of, resolution_s)
+            if last or r["period"] == "daily"
+        ]
     df = _frame(rows)
     if df.empty:
         return df.assign(worst=pd.Series(dtype=bool))
@@ -270,5 +313,6 @@ def _frame(rows: list[dict[str, object]]) -> pd.DataFrame:
             "ratio",
             "status",
             "action",
+            "basis",
         ],
     )

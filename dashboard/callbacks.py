@@ -20,6 +20,7 @@ import plotly.graph_objects as go
 from dash import Dash, Input, Output
 from sqlalchemy.engine import Engine
 
+from billing.enforcement.config import EnforcementConfig
 from billing.windows import Window, WindowError, parse_window
 from dashboard import figures
 from dashboard import transforms as tf
@@ -63,6 +64,7 @@ class Panels:
     budget: Panel | None = None
     plan: Panel | None = None
     whatif: Panel | None = None
+    rate_card: EnforcementConfig | None = None  # prices the margin panel
     missing: dict[str, str] = field(
         default_factory=lambda: {
             "g-budget": "budgets are not available in this build",
@@ -110,8 +112,11 @@ def table_records(df: pd.DataFrame) -> list[dict[str, Any]]:
     return [{str(k): v for k, v in r.items()} for r in out.to_dict("records")]
 
 
-def render(data: DashData, sel: Selection, viewer: Viewer) -> Rendered:
-    """Figures and headline figures of ``data`` under ``sel`` (pure).
+def render(
+    data: DashData, sel: Selection, viewer: Viewer, rate_card: EnforcementConfig | None = None
+) -> Rendered:
+    """Figures and headline figures of ``data`` under ``sel`` (pure); ``rate_card`` prices
+    the margin panel.
 
     A tenant's selection is forced to its customer whatever the page sent.
     """
@@ -152,6 +157,11 @@ def render(data: DashData, sel: Selection, viewer: Viewer) -> Rendered:
             tf.device_utilization(data.devices, data.allocations)
         )
         figs["g-idle"] = figures.idle_cost(tf.idle_by_model(led))
+        figs["g-margin"] = (
+            figures.margin(tf.margin_by(led, rate_card))
+            if rate_card is not None
+            else figures.empty(GRAPHS["g-margin"], "no rate card in this build")
+        )
     table = table_records(tf.table_rows(led, freq))
     return Rendered(figs, tf.kpis(led), options, len(led), table)
 
@@ -208,7 +218,7 @@ def render_page(
             gid: pool.submit(_panel, panels, gid, panel, now, viewer) for gid, panel in side.items()
         }
         data = data_f.result()
-        out = render(data, sel, viewer)
+        out = render(data, sel, viewer, panels.rate_card)
         for gid, f in side_f.items():
             out.figures[gid] = f.result()
     return out, data.window

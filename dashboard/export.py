@@ -48,9 +48,17 @@ def load_weekly(engine: Engine, week: str, config: BillingConfig) -> WeeklyRepor
     with engine.connect() as conn:
         cur_ledger = read_ledger(conn, w)
         prev_ledger = read_ledger(conn, prev)
-    budgets = budget_period_frame(engine, config.enforcement, w.start, w.end)
+    budgets = budget_period_frame(
+        engine, config.enforcement, w.start, w.end, config.ledger_resolution_s
+    )
     return build_weekly(
-        week, w, cur_ledger, prev_ledger, budgets=budgets, top_n=config.export.top_n
+        week,
+        w,
+        cur_ledger,
+        prev_ledger,
+        budgets=budgets,
+        top_n=config.export.top_n,
+        rate_card=config.enforcement,
     )
 
 

@@ -231,3 +231,17 @@ def bars(
     for name, ys in series.items():
         fig.add_bar(x=list(x), y=list(ys), name=name)
     return fig
+
+
+def margin(df: pd.DataFrame) -> go.Figure:
+    """Grouped bars per customer and per model: cost_usd, price_usd and margin_usd."""
+    title = "Cost, price (rate card) and margin = price - cost (USD), per customer and model"
+    if df.empty:
+        return empty(title, "no attributed ledger rows in this window")
+    fig = _base(title, barmode="group", yaxis={"title": "USD"})
+    x = [f"{d}: {v}" for d, v in zip(df["dim"], df["label"], strict=True)]
+    for col, name in (("cost_usd", "cost"), ("price_usd", "price"), ("margin_usd", "margin")):
+        fig.add_bar(
+            x=x, y=df[col], name=name, hovertemplate="%{x}: $%{y:,.2f}<extra>" + name + "</extra>"
+        )
+    return fig

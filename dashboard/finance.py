@@ -100,7 +100,9 @@ def write_xlsx(tables: Mapping[str, pd.DataFrame], path: Path) -> None:
 # FOCUS (FinOps Open Cost and Usage Specification) names for the review's cost tables. A
 # column with a FOCUS meaning takes the FOCUS name; the rest keep their costctl name behind
 # FOCUS's custom-column prefix ``x_``. BilledCost = EffectiveCost: costctl applies no
-# commitment discounts of its own (the price book rate is what was charged).
+# commitment discounts of its own (the price book rate is what was charged). The customer's
+# price (rate card) and the margin are costctl's own: x_PriceUsd, x_MarginUsd (FOCUS ListCost
+# is the provider's list price of the resources, not what costctl's customers are charged).
 FOCUS_RENAME = {
     "model": "ResourceId",
     "cost_usd": "BilledCost",

@@ -26,11 +26,12 @@ GRAPHS = {
     "g-by-request-type": "cost by request type (top-N + other)",
     "g-utilization": "GPU and MIG-slice utilization vs allocation",
     "g-idle": "idle cost",
+    "g-margin": "cost, price and margin per customer and per model",
     "g-budget": "budget burn-down",
     "g-plan": "packing plan per GPU",
     "g-whatif": "what-if at 3x, 5x, 10x load",
 }
-FLEET_GRAPHS = ("g-utilization", "g-idle", "g-plan", "g-whatif")
+FLEET_GRAPHS = ("g-utilization", "g-idle", "g-margin", "g-plan", "g-whatif")
 
 CARD = {
     "background": "#fff",

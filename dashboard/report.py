@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from billing.enforcement.config import EnforcementConfig
+from billing.enforcement.rates import add_price
 from billing.windows import Window
 from dashboard import transforms as tf
 
@@ -94,17 +96,25 @@ def build_weekly(
     *,
     budgets: pd.DataFrame | None = None,
     top_n: int = 10,
+    rate_card: EnforcementConfig | None = None,
 ) -> WeeklyReport:
     """The review of ``week`` from its ledger rows and the previous week's (pure).
 
     ``budgets`` has BUDGET_COLUMNS (scope dims None = any), as read at the week's end.
-    Returns: frames with USD columns; lines sorted by cost, movers by |change|.
+    Returns: frames with USD columns; lines sorted by cost, movers by |change|. With
+    ``rate_card``, lines and customers also have price_usd (their tokens at the rate card)
+    and margin_usd = price_usd - cost_usd.
     """
     budgets = budgets if budgets is not None else pd.DataFrame(columns=BUDGET_COLUMNS)
     lines = _wow(_sum(ledger, KEYS), _sum(prev_ledger, KEYS), KEYS)
     lines["budget_status"] = [budget_status(r, budgets) for _, r in lines.iterrows()]
     lines = lines.sort_values(["cost_usd", *KEYS], ascending=[False, True, True, True])
     customers = _wow(_sum(ledger, ["customer"]), _sum(prev_ledger, ["customer"]), ["customer"])
+    if rate_card is not None:
+        lines = add_price(lines, rate_card).round({"price_usd": 6, "margin_usd": 6})
+        per = lines.groupby("customer")["price_usd"].sum()
+        customers["price_usd"] = customers["customer"].map(per).fillna(0.0).round(6)
+        customers["margin_usd"] = (customers["price_usd"] - customers["cost_usd"]).round(6)
     customers["budget_status"] = [budget_status(r, budgets) for _, r in customers.iterrows()]
     customers = customers.sort_values(["cost_usd", "customer"], ascending=[False, True])
     order = lines["wow_change_usd"].abs().sort_values(ascending=False, kind="stable").index

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from billing.enforcement.config import EnforcementConfig
+from billing.enforcement.rates import add_price
 from billing.models import LedgerKind
 from billing.windows import Window
 
@@ -287,3 +289,20 @@ def device_utilization(devices: pd.DataFrame, allocations: pd.DataFrame) -> pd.D
     g["_root"] = g["parent"].fillna(g["device"])
     g = g.sort_values(["_root", "parent", "device"], na_position="first", kind="stable")
     return g[[*cols, "sample_s"]].reset_index(drop=True)
+
+
+def margin_by(ledger: pd.DataFrame, rate_card: EnforcementConfig) -> pd.DataFrame:
+    """Attributed cost, price (rate card) and margin = price - cost per customer and per
+    model: columns dim ('customer'/'model'), label, cost_usd, price_usd, margin_usd."""
+    cols = ["dim", "label", "cost_usd", "price_usd", "margin_usd"]
+    att = ledger[ledger["kind"] == ATTRIBUTED]
+    if att.empty:
+        return pd.DataFrame(columns=cols)
+    priced = add_price(att.assign(cost_usd=att["cost_cents"] / 100.0), rate_card)
+    parts = []
+    for dim in ("customer", "model"):
+        g = priced.groupby(dim, sort=True)[["cost_usd", "price_usd"]].sum().round(6).reset_index()
+        g = g.rename(columns={dim: "label"}).assign(dim=dim)
+        g["margin_usd"] = (g["price_usd"] - g["cost_usd"]).round(6)
+        parts.append(g.sort_values("margin_usd", ascending=False, kind="stable"))
+    return pd.concat(parts, ignore_index=True)[cols]

@@ -39,6 +39,11 @@ class SchedulerConfig(BaseModel):
     )
     max_mps_clients: int = Field(default=48, ge=1, le=48)
     max_timeslice_replicas: int = Field(default=16, ge=1)
+    mps_shares: Literal["equal", "per-claim"] = Field(
+        default="equal",
+        description="equal: MPS clients of a GPU get equal shares (the device plugin's MPS); "
+        "per-claim: each client its own share (DRA claims carry them; `--target dra`)",
+    )
     demand_window_h: float = Field(default=24.0, gt=0)
     device_plugin_configmap: str = "costctl-device-plugin"
     mig_parted_configmap: str = "costctl-mig-parted"

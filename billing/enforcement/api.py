@@ -40,6 +40,7 @@ from billing.api.deps import (
     get_now,
     principal_of,
 )
+from billing.api.errors import unprocessable
 from billing.api.routes.usage import USAGE_HOOKS
 from billing.apikeys import Principal
 from billing.enforcement.backend import DeploymentScaler
@@ -190,7 +191,13 @@ def get_budgets(state: StateDep, p: ReadDep) -> list[BudgetPublic]:
 @router.get("/budgets/burn", response_model=list[BurnPublic])
 def get_burn(state: StateDep, enf: EnforcerDep, p: ReadDep, now: NowDep) -> list[BurnPublic]:
     """Spent and reserved against the soft and hard lines, per budget, this period."""
-    rows = budget_burn(state.engine, enf.config, now, reservations=enf.reservations)
+    rows = budget_burn(
+        state.engine,
+        enf.config,
+        now,
+        reservations=enf.reservations,
+        resolution_s=state.config.ledger_resolution_s,
+    )
     if p.customer is not None:
         rows = [r for r in rows if r.customer == p.customer]
     return [r.public() for r in rows]
@@ -204,18 +211,23 @@ def get_burn(state: StateDep, enf: EnforcerDep, p: ReadDep, now: NowDep) -> list
 def put_budget(
     name: ObjName,
     body: BudgetCreate,
+    state: StateDep,
     enf: EnforcerDep,
     p: AdminDep,
     now: NowDep,
     response: Response,
 ) -> BudgetPublic:
-    """Create or replace a budget (201 when created)."""
+    """Create or replace a budget (201 when created); a new (or re-scoped) budget starts
+    from what its scope already spent this period."""
     b, created, reset = set_budget(enf.engine, name=name, spec=body, actor=p.name, now=now)
     if created:
         response.status_code = status.HTTP_201_CREATED
     if reset:
         enf.reservations.forget(b.id)
     enf.changed("budgets")
+    if created or reset:
+        new = [x for x in enf.policy().budgets if x.id == b.id]
+        enf.seed(new, now, resolution_s=state.config.ledger_resolution_s)
     return b
 
 
@@ -248,7 +260,10 @@ def put_rate_limit(
     now: NowDep,
     response: Response,
 ) -> RateLimitPublic:
-    """Create or replace a rate limit (201 when created)."""
+    """Create or replace a rate limit (201 when created; 422 for an rpm no priority can use)."""
+    problem = enf.config.rpm_problem(body.rpm)
+    if problem is not None:
+        raise unprocessable(["body", "rpm"], problem, "rpm_below_minimum")
     r, created = set_rate_limit(enf.engine, name=name, spec=body, actor=p.name, now=now)
     if created:
         response.status_code = status.HTTP_201_CREATED

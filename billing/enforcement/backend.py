@@ -68,6 +68,10 @@ class ReservationBackend(Protocol):
         """Each budget's counters in its current period."""
         ...
 
+    def adjust(self, budget: Budget, micros: int, tokens: int, now: datetime) -> None:
+        """Add a correction to a budget's spent in its current period (reconcile to the truth)."""
+        ...
+
     def in_flight(self) -> int:
         """Reservations currently held."""
         ...

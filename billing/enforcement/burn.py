@@ -1,8 +1,10 @@
 """Budget burn for the dashboard and the API: spent vs the soft and hard lines, per budget.
 
-``spent`` is recomputed from the usage events of the period (the truth), priced by the rate
-card; ``reserved`` comes from the reservation backend's counters. ``drift`` is what the live
-counters say minus the truth: it should stay at zero (up to micro-USD rounding per event).
+``spent`` is ``billing.enforcement.spend.period_spent`` (the truth from the database, in the
+budget's basis: ledger cost + measured-rate tail, or the rate card); ``reserved`` comes from the
+reservation backend's counters. ``drift`` is what the live counters say minus the truth: the
+budget job reconciles 'cost' counters to it on every run; 'price' counters stay within
+micro-USD rounding per event.
 """
 
 from __future__ import annotations
@@ -11,17 +13,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from billing.enforcement.backend import ReservationBackend
 from billing.enforcement.config import EnforcementConfig
 from billing.enforcement.domain import Budget, Level, burn_ratio, period_bounds
 from billing.enforcement.models import MICROS, BudgetAction, Period
+from billing.enforcement.rates import Rates, load_rates
 from billing.enforcement.schemas import BurnPublic
+from billing.enforcement.spend import period_spent
 from billing.enforcement.sql_backend import SqlReservations
 from billing.enforcement.store import load_policy
-from billing.models import UsageEvent, table_of
 
 
 @dataclass(frozen=True)
@@ -81,35 +83,8 @@ class BudgetBurn:
             ratio=self.ratio,
             status=self.status,
             action=BudgetAction(b.action),
+            basis=b.basis,
         )
-
-
-def spent_truth(
-    engine: Engine, budget: Budget, config: EnforcementConfig, now: datetime
-) -> tuple[int, int]:
-    """(micro-USD, tokens) of the usage events in the budget's scope and current period.
-
-    Details: sum(input), sum(output) per model in SQL, priced by the rate card; ceil per
-    model group, so it can differ from the per-event-ceil counters by < 1 µUSD per event.
-    """
-    start, end = period_bounds(budget.period, now)
-    u = table_of(UsageEvent).c
-    stmt = select(u.model, func.sum(u.input_tokens), func.sum(u.output_tokens)).where(
-        u.ts >= start, u.ts < end
-    )
-    for dim in ("customer", "model", "request_type"):
-        value = getattr(budget.scope, dim)
-        if value is not None:
-            stmt = stmt.where(u[dim] == value)
-    micros = tokens = 0
-    with engine.connect() as conn:
-        for model, inp, out in conn.execute(stmt.group_by(u.model)):
-            p = config.price(model)
-            micros += -int(
-                -(int(inp) * p.input_usd_per_mtok + int(out) * p.output_usd_per_mtok) // 1
-            )
-            tokens += int(inp) + int(out)
-    return micros, tokens
 
 
 def budget_burn(
@@ -119,16 +94,20 @@ def budget_burn(
     *,
     reservations: ReservationBackend | None = None,
     budgets: Sequence[Budget] | None = None,
+    rates: Rates | None = None,
+    resolution_s: int = 3600,
 ) -> list[BudgetBurn]:
     """Burn of every budget (or ``budgets``) at ``now``; reserved from ``reservations``
-    (default: the database counters)."""
+    (default: the database counters); cost rates ``rates`` (default: measured now);
+    ``resolution_s`` is the ledger's bucket (BillingConfig.ledger_resolution_s)."""
     budgets = list(load_policy(engine).budgets if budgets is None else budgets)
+    rates = rates or load_rates(engine, config, now)
     backend = reservations or SqlReservations(engine)
     levels = backend.levels(budgets, now)
     out = []
     for b in budgets:
         start, end = period_bounds(b.period, now)
-        micros, tokens = spent_truth(engine, b, config, now)
+        micros, tokens = period_spent(engine, b, rates, now, resolution_s=resolution_s)
         lv = levels.get(b.id, Level())
         out.append(
             BudgetBurn(

@@ -40,6 +40,21 @@ class EnforcementConfig(BaseModel):
     prices: dict[str, TokenPrice] = Field(
         default_factory=dict, description="Rate card per model; others use default_price."
     )
+    customer_prices: dict[str, dict[str, TokenPrice]] = Field(
+        default_factory=dict,
+        description="Per-customer overrides of the rate card: customer -> model -> price.",
+    )
+    cost_fallback: TokenPrice | None = Field(
+        default=None,
+        description="Cost rate of a model with no ledger history ('cost' budgets); unset: "
+        "the model's rate card entry (an upper bound while nothing is measured).",
+    )
+    cost_rate_window_h: int = Field(
+        default=168, ge=1, le=24 * 90, description="Ledger hours the measured cost rate reads."
+    )
+    rates_refresh_s: float = Field(
+        default=300.0, gt=0, description="How often a worker re-measures cost rates."
+    )
     reservation_ttl_s: float = Field(
         default=300.0, gt=0, le=86_400, description="A reservation not reconciled by then expires."
     )
@@ -77,6 +92,24 @@ class EnforcementConfig(BaseModel):
                 raise ValueError(f"shed_reserve.{p} must be in [0, 1)")
         return self
 
-    def price(self, model: str) -> TokenPrice:
-        """The rate card entry of ``model``."""
-        return self.prices.get(model, self.default_price)
+    def price(self, model: str, customer: str | None = None) -> TokenPrice:
+        """The rate card entry of ``model`` (``customer``'s override when it has one)."""
+        own = self.customer_prices.get(customer, {}) if customer is not None else {}
+        return own.get(model) or self.prices.get(model, self.default_price)
+
+    def min_rpm(self) -> float:
+        """The smallest rpm whose bucket admits every priority: a request (cost 1) passes only
+        if the bucket keeps ``shed_reserve[p]`` x capacity, so capacity >= 1 / (1 - reserve)."""
+        return max(1.0 / (1.0 - r) for r in self.shed_reserve.values())
+
+    def rpm_problem(self, rpm: float | None) -> str | None:
+        """Why a rate limit of ``rpm`` requests/min cannot work as configured (None: it can)."""
+        floor = self.min_rpm()
+        if rpm is None or rpm >= floor:
+            return None
+        p, r = max(self.shed_reserve.items(), key=lambda kv: kv[1])
+        return (
+            f"rpm {rpm:g} is below the minimum {floor:g}: a bucket of {rpm:g} requests never "
+            f"keeps the {r:.0%} that {p!r} priority must leave after a request, so it would "
+            f"never admit it (set rpm >= {floor:g}, or lower enforcement.shed_reserve.{p})"
+        )

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from billing.enforcement.config import EnforcementConfig, Priority, TokenPrice
-from billing.enforcement.enums import BudgetAction, KillScope, Period
+from billing.enforcement.enums import Basis, BudgetAction, KillScope, Period
 
 DIMS = ("customer", "model", "request_type")
 
@@ -52,6 +52,7 @@ class Budget:
     limit_tokens: int | None
     soft_ratio: float = 0.8
     action: BudgetAction = BudgetAction.block
+    basis: Basis = Basis.cost
 
 
 @dataclass(frozen=True)

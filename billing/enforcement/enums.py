@@ -19,6 +19,13 @@ class BudgetAction(StrEnum):
     kill = "kill"  # deny and trip the kill-switch of the budget's scope
 
 
+class Basis(StrEnum):
+    """What a budget counts: the fleet's attributed GPU cost, or the customer's list price."""
+
+    cost = "cost"  # the ledger's cost_usd (+ the not-yet-rolled-up tail at the measured rate)
+    price = "price"  # the rate card (USD per 1M input/output tokens, per-customer overrides)
+
+
 class KillScope(StrEnum):
     model = "model"
     customer = "customer"

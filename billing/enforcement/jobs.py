@@ -3,7 +3,11 @@
 Every ``evaluate_interval_s`` it (1) releases reservations past their expiry, (2) settles usage
 events the ingest hook did not see (e.g. loaded straight into the database) through the same
 idempotent ``settle``, (3) raises soft/hard alerts and (4) trips the kill-switch of 'kill'
-budgets whose spend reached the hard limit. It reports counter drift against the usage truth.
+budgets whose spend reached the hard limit. Before alerting it reconciles the counters of
+'cost' budgets to ``period_spent`` (the ledger of the hours the rollup computed + the tail at
+the measured rate: a rollup replaces estimated tail cost by ledger cost) and reports each
+correction (``JobReport.corrections``, µUSD per budget, logged). It reports counter drift of
+'price' budgets against the usage truth.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from sqlalchemy import select
 
 from billing.config import BillingConfig
 from billing.enforcement.burn import budget_burn
-from billing.enforcement.domain import Charge, Level, actual_micros, kill_target
+from billing.enforcement.domain import Level, kill_target
+from billing.enforcement.enums import Basis
 from billing.enforcement.killswitch import kill
 from billing.enforcement.models import BudgetAction
 from billing.enforcement.service import Enforcer
@@ -40,6 +45,7 @@ class JobReport:
     alerts: int = 0
     killed: list[str] = field(default_factory=list)
     max_drift_micros: int = 0
+    corrections: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -79,37 +85,48 @@ class Sweeper:
         done = 0
         for i in range(0, len(rows), SWEEP_BATCH):
             chunk = rows[i : i + SWEEP_BATCH]
-            charges = [
-                Charge(
-                    key=r.event_id,
-                    customer=r.customer,
-                    model=r.model,
-                    request_type=r.request_type,
-                    micros=actual_micros(
-                        enf.config.price(r.model), r.input_tokens, r.output_tokens
-                    ),
-                    tokens=r.input_tokens + r.output_tokens,
-                    ts=utc(r.ts),
+            used = [
+                (
+                    r.event_id,
+                    r.customer,
+                    r.model,
+                    r.request_type,
+                    r.input_tokens,
+                    r.output_tokens,
+                    utc(r.ts),
                 )
                 for r in chunk
             ]
-            res = enf.reservations.settle(charges, policy.budgets, now)
+            res = enf.settle(used, policy.budgets, now)
             done += res.charged + res.reconciled
         self.watermark = now
         return len(rows), done
 
 
-def evaluate_budgets(enf: Enforcer, now: datetime, sweeper: Sweeper | None = None) -> JobReport:
+def evaluate_budgets(
+    enf: Enforcer, now: datetime, sweeper: Sweeper | None = None, *, resolution_s: int = 3600
+) -> JobReport:
     """One run of the budget job (see the module docstring)."""
     report = JobReport(expired=enf.reservations.expire(now))
     if sweeper is not None:
         report.swept, report.charged = sweeper.run(enf, now)
     policy = enf.refresh()
+    rates = enf.rates(now, fresh=True)
+    cost = [b for b in policy.budgets if b.basis == Basis.cost]
+    report.corrections = enf.seed(cost, now, resolution_s=resolution_s)
+    if report.corrections:
+        log.info("budget counters reconciled to the ledger (µUSD): %s", report.corrections)
     report.alerts = len(enf.evaluate(policy.budgets, now)) if policy.budgets else 0
     levels = enf.reservations.levels(policy.budgets, now)
     drifting: dict[int, str] = {}
     for burn in budget_burn(
-        enf.engine, enf.config, now, reservations=enf.reservations, budgets=policy.budgets
+        enf.engine,
+        enf.config,
+        now,
+        reservations=enf.reservations,
+        budgets=policy.budgets,
+        rates=rates,
+        resolution_s=resolution_s,
     ):
         report.max_drift_micros = max(report.max_drift_micros, abs(burn.drift_micros))
         if burn.drift_micros and burn.budget.id is not None:
@@ -166,5 +183,7 @@ def budget_job(enforcer: Callable[[], Enforcer], config: BillingConfig) -> JobSp
     return JobSpec(
         "billing.enforcement.budgets",
         Every(config.enforcement.evaluate_interval_s),
-        lambda now: evaluate_budgets(enforcer(), now, sweeper),
+        lambda now: evaluate_budgets(
+            enforcer(), now, sweeper, resolution_s=config.ledger_resolution_s
+        ),
     )

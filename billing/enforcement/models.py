@@ -14,7 +14,7 @@ from sqlalchemy import BigInteger, Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from billing import limits as L
-from billing.enforcement.enums import BudgetAction, KillScope, Period, ReservationStatus
+from billing.enforcement.enums import Basis, BudgetAction, KillScope, Period, ReservationStatus
 from billing.models import ID_TYPE
 from billing.utc import UTCDateTime
 
@@ -23,6 +23,7 @@ MICROS = 1_000_000
 __all__ = [
     "MICROS",
     "AuditRow",
+    "Basis",
     "BudgetAction",
     "BudgetAlertRow",
     "BudgetCounter",
@@ -63,6 +64,7 @@ class BudgetRow(SQLModel, table=True):
     limit_tokens: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     soft_ratio: float = 0.8
     action: str = Field(default=BudgetAction.block.value, max_length=16)
+    basis: str = Field(default=Basis.cost.value, max_length=8)
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
 

@@ -65,6 +65,17 @@ local function roll(bk, ps)
 end
 """
 
+ADJUST = (
+    _COMMON
+    + """
+local bk = P .. 'b:' .. ARGV[1]
+roll(bk, tonumber(ARGV[2]))
+redis.call('HINCRBY', bk, 'sm', ARGV[3])
+redis.call('HINCRBY', bk, 'st', ARGV[4])
+return 1
+"""
+)
+
 RESERVE = (
     _COMMON
     + """
@@ -215,6 +226,7 @@ class RedisReservations:
         self._release = self.r.register_script(RELEASE)
         self._expire = self.r.register_script(EXPIRE)
         self._settle = self.r.register_script(SETTLE)
+        self._adjust = self.r.register_script(ADJUST)
 
     def reserve(
         self,
@@ -291,6 +303,11 @@ class RedisReservations:
                 lv = Level(0, 0, lv.reserved_micros, lv.reserved_tokens)
             out[b.id] = lv
         return out
+
+    def adjust(self, budget: Budget, micros: int, tokens: int, now: datetime) -> None:
+        """See ReservationBackend.adjust (one Lua call: roll the period, then add)."""
+        ps = ms(period_bounds(budget.period, now)[0])
+        self._adjust(keys=[self.prefix], args=[budget.id, ps, micros, tokens])
 
     def in_flight(self) -> int:
         """See ReservationBackend.in_flight."""

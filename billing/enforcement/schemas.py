@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 from billing import limits as L
 from billing.enforcement.config import Priority
-from billing.enforcement.models import BudgetAction, KillScope, Period
+from billing.enforcement.models import Basis, BudgetAction, KillScope, Period
 from billing.schemas import MAX_TOKENS, Name, RequestType
 
 ObjName = Annotated[
@@ -41,6 +41,11 @@ class BudgetCreate(ScopeIn):
     limit_tokens: Annotated[int, Field(ge=0, le=10**15, strict=True)] | None = None
     soft_ratio: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = 0.8
     action: BudgetAction = BudgetAction.block
+    basis: Basis = Field(
+        default=Basis.cost,
+        description="cost: the ledger's attributed GPU cost (cost_usd); price: the rate card "
+        "(price_usd)",
+    )
 
     @model_validator(mode="after")
     def _limits(self) -> BudgetCreate:
@@ -199,3 +204,4 @@ class BurnPublic(BaseModel):
     ratio: float
     status: str
     action: BudgetAction
+    basis: Basis

@@ -359,6 +359,13 @@ class SqlReservations:
             out[b.id] = rolled(lv, utc(row[1]), start)
         return out
 
+    def adjust(self, budget: Budget, micros: int, tokens: int, now: datetime) -> None:
+        """See ReservationBackend.adjust."""
+        with locked(self.engine) as conn:
+            locks = self._lock_counters(conn, [budget], now)
+            lv, start = locks[budget.id]
+            self._write(conn, {budget.id: (lv.add(micros, tokens, reserved=False), start)})
+
     def in_flight(self) -> int:
         """See ReservationBackend.in_flight."""
         with self.engine.connect() as conn:

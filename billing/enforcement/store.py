@@ -19,6 +19,7 @@ from billing.enforcement.domain import Budget, RateRule, Scope
 from billing.enforcement.models import (
     MICROS,
     AuditRow,
+    Basis,
     BudgetAction,
     BudgetCounter,
     BudgetRow,
@@ -84,6 +85,7 @@ def _budget_public(row: Any) -> BudgetPublic:
         limit_tokens=row.limit_tokens,
         soft_ratio=row.soft_ratio,
         action=BudgetAction(row.action),
+        basis=Basis(row.basis),
         created_at=utc(row.created_at),
         updated_at=utc(row.updated_at),
     )
@@ -100,6 +102,7 @@ def budget_of(row: Any) -> Budget:
         limit_tokens=row.limit_tokens,
         soft_ratio=float(row.soft_ratio),
         action=BudgetAction(row.action),
+        basis=Basis(row.basis),
     )
 
 
@@ -117,7 +120,8 @@ def set_budget(
 ) -> tuple[BudgetPublic, bool, bool]:
     """Create or replace a budget; returns it, whether it was created, whether counters reset.
 
-    Changing the period or scope restarts its counters (they would count another thing).
+    Changing the period, scope or basis restarts its counters (they would count another
+    thing); the caller then seeds them with the period's spend (``Enforcer.seed``).
     """
     values = {
         "customer": spec.customer,
@@ -128,6 +132,7 @@ def set_budget(
         "limit_tokens": spec.limit_tokens,
         "soft_ratio": spec.soft_ratio,
         "action": spec.action.value,
+        "basis": spec.basis.value,
         "updated_at": now,
     }
     with engine.begin() as conn:
@@ -137,11 +142,12 @@ def set_budget(
             conn.execute(insert(BUDGET).values(name=name, created_at=now, **values))
         else:
             conn.execute(update(BUDGET).where(BUDGET.c.id == old.id).values(**values))
-            reset = (old.period, old.customer, old.model, old.request_type) != (
+            reset = (old.period, old.customer, old.model, old.request_type, old.basis) != (
                 values["period"],
                 values["customer"],
                 values["model"],
                 values["request_type"],
+                values["basis"],
             )
             if reset:
                 conn.execute(delete(COUNTER).where(COUNTER.c.budget_id == old.id))

@@ -15,12 +15,14 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
-from billing.enforcement.backend import DeploymentScaler, Publisher
+from billing.enforcement.backend import DeploymentScaler, Publisher, ReservationBackend
 from billing.enforcement.burn import budget_burn
 from billing.enforcement.killswitch import CHANNEL, kill, revive
-from billing.enforcement.models import BudgetAction, KillScope, Period
+from billing.enforcement.models import Basis, BudgetAction, KillScope, Period
+from billing.enforcement.rates import load_rates
 from billing.enforcement.redis_backend import RedisPublisher, RedisReservations
 from billing.enforcement.schemas import BudgetCreate, KillIn, RateLimitCreate, ReviveIn
+from billing.enforcement.spend import seed_counters
 from billing.enforcement.sql_backend import SqlReservations
 from billing.enforcement.store import (
     delete_budget,
@@ -28,6 +30,7 @@ from billing.enforcement.store import (
     list_budgets,
     list_kill_switches,
     list_rate_limits,
+    load_policy,
     set_budget,
     set_rate_limit,
 )
@@ -73,6 +76,13 @@ def _publisher(c: AppContext) -> Publisher | None:
     return RedisPublisher(url, CHANNEL) if url else None
 
 
+def _backend(c: AppContext) -> ReservationBackend:
+    """The reservation backend the API workers use (Redis when configured, else the database)."""
+    if c.settings.redis_url and c.settings.billing.enforcement.backend != "sql":
+        return RedisReservations(c.settings.redis_url)
+    return SqlReservations(c.engine)
+
+
 def _validated(model: Any, data: dict[str, Any]) -> Any:
     try:
         return model.model_validate(data)
@@ -116,7 +126,7 @@ def budgets_list(
         )
         typer.echo(
             f"{b.name:<20} {scope or 'global':<40} {b.period.value:<8} {lim:<22} "
-            f"soft {b.soft_ratio:.0%} {b.action.value}"
+            f"soft {b.soft_ratio:.0%} {b.action.value} basis {b.basis.value}"
         )
 
 
@@ -132,8 +142,11 @@ def budgets_set(
     request_type: Annotated[str | None, typer.Option()] = None,
     soft: Annotated[float, typer.Option(help="soft (alert) line as a fraction")] = 0.8,
     action: Annotated[BudgetAction, typer.Option()] = BudgetAction.block,
+    basis: Annotated[
+        Basis, typer.Option(help="cost: ledger GPU cost (cost_usd); price: rate card (price_usd)")
+    ] = Basis.cost,
 ) -> None:
-    """Create or replace a budget."""
+    """Create or replace a budget (a new one counts what its scope spent this period)."""
     c = get_ctx(ctx)
     spec = _validated(
         BudgetCreate,
@@ -146,6 +159,7 @@ def budgets_set(
             "limit_tokens": limit_tokens,
             "soft_ratio": soft,
             "action": action,
+            "basis": basis,
         },
     )
     if not name or len(name) > 100:
@@ -155,7 +169,16 @@ def budgets_set(
         verb = "created" if r.status_code == 201 else "updated"
         typer.echo(f"{verb} budget {name} (id {r.json()['id']})")
         return
-    b, created, _reset = set_budget(c.engine, name=name, spec=spec, actor=_actor(), now=now())
+    t = now()
+    b, created, reset = set_budget(c.engine, name=name, spec=spec, actor=_actor(), now=t)
+    if created or reset:
+        backend = _backend(c)
+        if reset:
+            backend.forget(b.id)
+        enf = c.settings.billing.enforcement
+        new = [x for x in load_policy(c.engine).budgets if x.id == b.id]
+        res = c.settings.billing.ledger_resolution_s
+        seed_counters(c.engine, backend, new, load_rates(c.engine, enf, t), t, resolution_s=res)
     pub = _publisher(c)
     if pub is not None:
         pub.publish("budgets")
@@ -212,6 +235,9 @@ def rates_set(
             "per": [p for p in per.split(",") if p],
         },
     )
+    problem = c.settings.billing.enforcement.rpm_problem(spec.rpm)
+    if problem is not None:
+        fail(f"rpm: {problem}")
     if (api := c.remote) is not None:
         resp = api.call("PUT", f"/v1/rate-limits/{name}", spec.model_dump(mode="json"))
         typer.echo(f"{'created' if resp.status_code == 201 else 'updated'} rate limit {name}")
@@ -335,13 +361,15 @@ def status_cmd(
     """Active kill-switches, budget burn this period, reservations in flight."""
     c = get_ctx(ctx)
     t = now()
-    backend = (
-        RedisReservations(c.settings.redis_url)
-        if c.settings.redis_url and c.settings.billing.enforcement.backend != "sql"
-        else SqlReservations(c.engine)
-    )
+    backend = _backend(c)
     kills = list_kill_switches(c.engine)
-    burn = budget_burn(c.engine, c.settings.billing.enforcement, t, reservations=backend)
+    burn = budget_burn(
+        c.engine,
+        c.settings.billing.enforcement,
+        t,
+        reservations=backend,
+        resolution_s=c.settings.billing.ledger_resolution_s,
+    )
     doc = {
         "kill_switches": [k.model_dump(mode="json") for k in kills],
         "budgets": [b.public().model_dump(mode="json") for b in burn],
@@ -361,7 +389,8 @@ def status_cmd(
         p = b.public()
         typer.echo(
             f"  {p.name:<20} {p.status:<4} {p.ratio:6.1%}  spent ${p.spent_usd:.4f} "
-            f"reserved ${p.reserved_usd:.4f} of ${p.limit_usd or 0:g}  {p.scope}"
+            f"({p.basis.value}) reserved ${p.reserved_usd:.4f} of ${p.limit_usd or 0:g}  "
+            f"{p.scope}"
         )
 
 

@@ -168,7 +168,25 @@ def _table(d: dict[str, Any]) -> str:
 
 
 APPLIER_FACTORY: Callable[[Settings], Any] | None = None
-TARGETS = ("device-plugin",)
+TARGETS = ("device-plugin", "dra")
+TargetOpt = Annotated[
+    str,
+    typer.Option(
+        "--target", help="device-plugin (extended resources) | dra (resource.k8s.io/v1 claims)"
+    ),
+]
+
+
+def _policy(settings: Settings, target: str) -> Policy:
+    """The planning policy for ``target`` (exit 2 on an unknown one): DRA plans per-claim MPS."""
+    if target not in TARGETS:
+        fail(f"--target must be device-plugin or dra, not {target!r}")
+    cfg = settings.scheduler
+    if target == "dra":
+        cfg = cfg.model_copy(update={"mps_shares": "per-claim"})
+    return Policy.from_config(cfg)
+
+
 PATCH_HEADER = (
     "# costctl plan (target {target}): server-side apply configurations, fieldManager=costctl.\n"
     "# Deployments here are PATCHES (only the fields costctl owns: replicas, GPU limits, MPS env,\n"
@@ -188,11 +206,6 @@ def _applier(settings: Settings) -> Any:
         return KubeApplier.from_settings(settings)
     except NoClusterError as exc:
         fail(f"{exc}; `costctl plan -o k8s` renders the objects without one")
-
-
-def _check_target(target: str) -> None:
-    if target not in TARGETS:
-        fail(f"--target must be one of {', '.join(TARGETS)}, not {target!r}")
 
 
 def k8s_objects(
@@ -225,7 +238,7 @@ def apply_plan(applier: Any, p: Any, snap: Snapshot, target: str, dry_run: bool)
     from scheduler.kube import ApplyError
 
     try:
-        return applier.apply(p, snap.gpus, dry_run=dry_run)
+        return applier.apply(p, snap.gpus, dry_run=dry_run, target=target)
     except (ApplyError, LookupError) as exc:
         fail(f"kubernetes: {exc}")
 
@@ -260,9 +273,7 @@ def register(app: typer.Typer) -> None:
         output: Annotated[
             str, typer.Option("-o", "--output", help="table|json|yaml|k8s")
         ] = "table",
-        target: Annotated[
-            str, typer.Option(help="-o k8s: what the plan drives (device-plugin)")
-        ] = "device-plugin",
+        target: TargetOpt = "device-plugin",
         manifests: Annotated[
             bool,
             typer.Option(
@@ -277,19 +288,27 @@ def register(app: typer.Typer) -> None:
         """Print the packing plan, its cost, and the savings vs current and one-per-GPU."""
         if output not in ("table", "json", "yaml", "k8s"):
             fail(f"--output must be table, json, yaml or k8s, not {output!r}")
-        _check_target(target)
         if (manifests or from_dir is not None) and output != "k8s":
             fail("--manifests / --from-dir go with -o k8s")
         if from_dir is not None and not manifests:
             fail("--from-dir goes with --manifests")
+        if manifests and target != "device-plugin":
+            fail("--manifests goes with --target device-plugin")
         c = get_ctx(ctx)
+        policy = _policy(c.settings, target)
         snap = build_snapshot(c, spec)
-        p = make_plan(snap, Policy.from_config(c.settings.scheduler))
+        p = make_plan(snap, policy)
         d = plan_to_dict(p)
         if output == "json":
             typer.echo(json.dumps(d, indent=2))
         elif output == "yaml":
             typer.echo(yaml.safe_dump(d, sort_keys=False))
+        elif output == "k8s" and target == "dra":
+            from scheduler.kube.dra import render_dra
+
+            ns = c.settings.scheduler.kube_namespace
+            objs = render_dra(p, snap.gpus, namespace=ns).objects()
+            typer.echo(yaml.safe_dump_all(objs, sort_keys=False))
         elif output == "k8s":
             bases = _bases(c, from_dir) if manifests else None
             objs = k8s_objects(c, p, snap, target, bases)
@@ -304,16 +323,13 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         spec: Annotated[Path | None, typer.Option(help="fleet + demand YAML")] = None,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="print the diff only")] = False,
-        target: Annotated[
-            str, typer.Option(help="what the plan drives (device-plugin)")
-        ] = "device-plugin",
+        target: TargetOpt = "device-plugin",
     ) -> None:
-        """Apply the plan on Kubernetes (server-side apply: ConfigMaps, ClusterPolicy wiring,
-        drained node relabels, Deployments)."""
-        _check_target(target)
+        """Apply the plan on Kubernetes (node labels, ConfigMaps, Deployments; DRA claims)."""
         c = get_ctx(ctx)
+        policy = _policy(c.settings, target)
         snap = build_snapshot(c, spec)
-        p = make_plan(snap, Policy.from_config(c.settings.scheduler))
+        p = make_plan(snap, policy)
         applier = _applier(c.settings)
         result = apply_plan(applier, p, snap, target, dry_run)
         for ch in result.changes:

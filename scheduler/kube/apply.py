@@ -310,9 +310,24 @@ class KubeApplier:
         )
 
     def apply(
-        self, plan: Plan, gpus: Sequence[GpuSnapshot], *, dry_run: bool = False
+        self,
+        plan: Plan,
+        gpus: Sequence[GpuSnapshot],
+        *,
+        dry_run: bool = False,
+        target: str = "device-plugin",
     ) -> ApplyResult:
-        """Diff the plan against the cluster and, unless ``dry_run``, apply it (see module doc)."""
+        """Diff the plan against the cluster and, unless ``dry_run``, apply it (see module doc).
+
+        ``target``: "device-plugin" (this module) or "dra" (``scheduler.kube.dra_apply``).
+        Raises: ValueError for another target.
+        """
+        if target == "dra":
+            from scheduler.kube.dra_apply import apply_dra_plan
+
+            return apply_dra_plan(self, plan, gpus, dry_run=dry_run)
+        if target != "device-plugin":
+            raise ValueError(f"unknown target {target!r}; known: device-plugin, dra")
         from scheduler.kube.planapply import apply_rendered, desired, diff_rendered
 
         want = desired(self, self.render(plan, gpus))

@@ -87,17 +87,18 @@ def merged_device_plugin(ours: dict[str, str], theirs: dict[str, str]) -> dict[s
     return dict(sorted(out.items()))
 
 
-def policy_patch(w: OperatorWiring, mig_configmap: str, dp_configmap: str) -> dict[str, Any]:
-    """The apply configuration costctl owns in the ClusterPolicy."""
-    dp: dict[str, Any] = {"name": dp_configmap}
-    if w.dp_default in ("", NO_SHARING_KEY):  # the operator had none: costctl's (and keeps it)
-        dp["default"] = NO_SHARING_KEY
+def policy_patch(w: OperatorWiring, mig_configmap: str, dp_configmap: str | None) -> dict[str, Any]:
+    """The apply configuration costctl owns in the ClusterPolicy (dp_configmap None: the MIG
+    manager's only, as the DRA target needs)."""
+    spec: dict[str, Any] = {"migManager": {"config": {"name": mig_configmap}}}
+    if dp_configmap is not None:
+        dp: dict[str, Any] = {"name": dp_configmap}
+        if w.dp_default in ("", NO_SHARING_KEY):  # the operator had none: costctl's, kept
+            dp["default"] = NO_SHARING_KEY
+        spec["devicePlugin"] = {"config": dp}
     return {
         "apiVersion": "nvidia.com/v1",
         "kind": "ClusterPolicy",
         "metadata": {"name": w.policy},
-        "spec": {
-            "migManager": {"config": {"name": mig_configmap}},
-            "devicePlugin": {"config": dp},
-        },
+        "spec": spec,
     }

@@ -72,6 +72,18 @@ def _read_configmap(a: KubeApplier, name: str) -> dict[str, Any] | None:
         raise
 
 
+def _get_configmap(a: KubeApplier, name: str) -> dict[str, str] | None:
+    """A ConfigMap's data in the operator namespace, None when absent (used by dra_apply)."""
+    cm = _read_configmap(a, name)
+    return None if cm is None else dict(cm.get("data") or {})
+
+
+def wire_mig_manager(a: KubeApplier, mig_configmap: str) -> None:
+    """Point the ClusterPolicy's MIG manager at ``mig_configmap`` (the DRA target's apply)."""
+    w = operator.wiring_of(_cluster_policy(a))
+    a.server_apply(operator.policy_patch(w, mig_configmap, None))
+
+
 def _cluster_policy(a: KubeApplier) -> dict[str, Any]:
     from scheduler.kube.apply import ApplyError
 

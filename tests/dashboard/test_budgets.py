@@ -89,12 +89,16 @@ def test_panel_ends_at_the_enforcement_truth(engine: Engine) -> None:
         now=T0,
     )
     fig = make_budget_panel(engine, BillingConfig())(now, Viewer("admin", "admin"))
-    assert [t.name for t in fig.data] == ["acme-day (customer=acme, daily)", "acme-day projected"]
+    truth = budget_burn(engine, BillingConfig().enforcement, now)[0]
+    spent = f"${truth.spent_micros / 1e6:,.2f}"
+    assert [t.name for t in fig.data] == [
+        f"acme-day (customer=acme, daily, cost): spent {spent}",
+        "acme-day projected",
+    ]
     assert fig.data[1].x[-1] == pd.Timestamp(T0 + timedelta(days=1))  # to the period's end
     assert fig.data[1].y[-1] == pytest.approx(fig.data[0].y[-1] * 24 / 3)
-    truth = budget_burn(engine, BillingConfig().enforcement, now)[0]
-    # ledger-priced curve ends at the usage-event truth (rounding: < 1 µUSD per model group)
-    assert fig.data[0].customdata[-1] == pytest.approx(truth.spent_micros / 1e6, abs=1e-4)
+    # the curve ends at the enforcement truth (ledger + tail), exactly
+    assert fig.data[0].customdata[-1] == truth.spent_micros / 1e6
     assert fig.data[0].y[-1] == pytest.approx(truth.spent_micros / 20e6 * 100, abs=1e-3)
     hidden = make_budget_panel(engine, BillingConfig())(now, Viewer("g", "read", customer="globex"))
     assert len(hidden.data) == 0

@@ -149,3 +149,24 @@ def test_render_page_missing_panels_say_so(built: Engine) -> None:
     budget = out.figures["g-budget"]
     assert len(budget.data) == 0
     assert "no data yet" in budget.layout.annotations[0].text
+
+
+def test_render_margin_per_customer_and_model(built: Engine) -> None:
+    """The margin panel: price (rate card) - attributed cost, per customer and per model."""
+    from billing.enforcement.config import EnforcementConfig
+    from billing.enforcement.rates import add_price
+
+    card = EnforcementConfig()
+    out = render(load(built, WHOLE), Selection(window="x"), ADMIN, card)
+    cost, price, margin = out.figures["g-margin"].data
+    att = query_costs(built, WHOLE, group_by=["customer", "model"], filters={"kind": "attributed"})
+    priced = add_price(att, card)
+    n_cust = priced["customer"].nunique()
+    by_cust = priced.groupby("customer")[["cost_usd", "price_usd"]].sum()
+    got = dict(zip(cost.x[:n_cust], margin.y[:n_cust], strict=True))
+    for c, row in by_cust.iterrows():
+        assert got[f"customer: {c}"] == pytest.approx(row["price_usd"] - row["cost_usd"], abs=1e-6)
+    assert sum(cost.y[:n_cust]) == pytest.approx(sum(cost.y[n_cust:]))  # both views: every cent
+    assert sum(price.y[:n_cust]) == pytest.approx(float(priced["price_usd"].sum()))
+    tenant = render(load(built, WHOLE, customer="acme"), Selection(window="x"), ACME, card)
+    assert len(tenant.figures["g-margin"].data) == 0  # a fleet panel: hidden from a tenant

@@ -134,8 +134,9 @@ def test_budget_job_runs_once_per_slot_through_the_runner(engine: Engine) -> Non
 def test_only_drift_that_outlives_a_run_is_a_warning(
     engine: Engine, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A late event the sweeper will never re-read keeps counters off: warned on the 2nd run."""
-    _budget(engine, "acme", customer="acme", limit_usd=1.0)
+    """A late event the sweeper will never re-read keeps 'price' counters off: warned on the 2nd
+    run ('cost' counters are reconciled to the database on every run instead)."""
+    _budget(engine, "acme", customer="acme", limit_usd=1.0, basis="price")
     enf = Enforcer(engine, EnforcementConfig(), clock=Clock())
     sweeper = Sweeper(overlap_s=0, watermark=NOW + timedelta(minutes=30))
     # stored without the hook and older than the sweeper's overlap: nobody settles it

@@ -7,23 +7,32 @@ first-principles figure (GPU $/h of each model's allocations / tokens per hour i
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy import func, select
+from typer.testing import CliRunner
 
+from billing.config import BillingConfig
 from billing.db import make_engine
+from billing.enforcement.burn import budget_burn
 from billing.models import LedgerEntry, LedgerHour, UsageEvent, table_of
 from billing.replay import MODEL_MIX
 from billing.synthetic import CONV as CONV_KIND
 from billing.synthetic import DIURNAL_MEAN
+from costctl.cli import app as cli_app
+from costctl.commands import enforcement as enforcement_cmd
+from dashboard.auth import Viewer
+from dashboard.budgets import budget_status_frame, make_budget_panel
 from tests.dashboard.ledger import CONV
 
 # The demo fleet's $/h per model from its allocations (price book on-demand: A100-80GB 5.12,
@@ -105,7 +114,42 @@ def ledger_by_model(db: Path) -> dict[str, tuple[int, int]]:
     return {m: (int(cents), int(tokens)) for m, cents, tokens in rows}
 
 
-def test_demo_runs_costs_flow_and_stops_cleanly(tmp_path: Path) -> None:
+def _same_spent_everywhere(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Done-when of issue 11: the demo's dashboard, `costctl status`, the burn API's
+    ``budget_burn`` and the weekly export read the same spent per budget, basis named."""
+    t = datetime.now(UTC)
+    cfg = BillingConfig()
+    engine = make_engine(f"sqlite:///{db}")
+    burn = {
+        x.budget.name: (round(x.spent_micros / 1e6, 2), x.budget.basis.value)
+        for x in budget_burn(engine, cfg.enforcement, t, resolution_s=cfg.ledger_resolution_s)
+    }
+    assert set(burn) == {"acme-daily", "all-daily"}
+    assert burn["acme-daily"][1] == "cost" and burn["all-daily"][1] == "price"
+    assert burn["acme-daily"][0] > 0
+    frame = budget_status_frame(engine, cfg.enforcement, t, cfg.ledger_resolution_s)
+    export = {
+        r["name"]: (round(float(r["spent_usd"]), 2), r["basis"]) for r in frame.to_dict("records")
+    }
+    assert export == burn
+    fig = make_budget_panel(engine, cfg)(t, Viewer("admin", "admin"))
+    lines = [tr for tr in fig.data if not tr.name.endswith(" projected")]
+    panel = {tr.name.split(" ")[0]: round(float(tr.customdata[-1]), 2) for tr in lines}
+    assert panel == {n: v[0] for n, v in burn.items()}
+    engine.dispose()
+    monkeypatch.setattr(enforcement_cmd, "now", lambda: t)
+    monkeypatch.delenv("COSTCTL_REDIS_URL", raising=False)
+    r = CliRunner().invoke(cli_app, ["--database-url", f"sqlite:///{db}", "status", "--json"])
+    assert r.exit_code == 0, r.output
+    status = {
+        x["name"]: (round(x["spent_usd"], 2), x["basis"]) for x in json.loads(r.output)["budgets"]
+    }
+    assert status == burn
+
+
+def test_demo_runs_costs_flow_and_stops_cleanly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     db = tmp_path / "demo.db"
     proc = start_demo(tmp_path, "--history", "1d")
     try:
@@ -173,6 +217,7 @@ def test_demo_runs_costs_flow_and_stops_cleanly(tmp_path: Path) -> None:
         full = c.execute(select(hour.metered_cost_usd).order_by(hour.hour).limit(4)).scalars()
         assert [round(x, 2) for x in list(full)[1:4]] == [FLEET_USD_PER_H] * 3
     engine.dispose()
+    _same_spent_everywhere(db, monkeypatch)
     # unit economics from first principles: within 25% per model (measured: 2-4%)
     for model, (cents, tokens) in ledger_by_model(db).items():
         got = cents / 100 / tokens * 1e6

@@ -17,9 +17,7 @@ from billing import migrations
 from billing.apikeys import create_key, verify_key
 from billing.config import BillingConfig
 from billing.db import init_db, make_engine
-from billing.enforcement.models import Period
-from billing.enforcement.schemas import BudgetCreate
-from billing.enforcement.store import list_budgets, set_budget
+from billing.enforcement.store import list_budgets
 from billing.ingest import (
     SAMPLE_COLUMNS,
     USAGE_COLUMNS,
@@ -91,14 +89,16 @@ def _fill_first_revision(engine: Engine) -> str:
         bulk_insert_ignore(c, table_of(UsageEvent), USAGE_COLUMNS, rows)
         bulk_insert_ignore(c, table_of(GpuSample), SAMPLE_COLUMNS, sample_rows)
     key = create_key(engine, name="old", role=ApiRole.read, customer="acme", now=T0)
-    set_budget(
-        engine,
-        name="acme-daily",
-        spec=BudgetCreate(customer="acme", period=Period.daily, limit_usd=10),
-        actor="t",
-        now=T0,
-    )
     with engine.begin() as c:
+        # revision 0001's enf_budget had no basis (such budgets counted the rate card)
+        c.execute(
+            text(
+                "INSERT INTO enf_budget (name, customer, period, limit_micros, soft_ratio, "
+                "action, created_at, updated_at) VALUES ('acme-daily', 'acme', 'daily', "
+                "10000000, 0.8, 'block', :t, :t)"
+            ),
+            {"t": T0},
+        )
         # revision 0001's allocation had no pod fields and an optional device_uuid
         c.execute(
             text(
@@ -144,7 +144,7 @@ def test_first_revision_with_data_upgrades_to_head_losing_nothing(bare_engine: E
     # old rows answer the new code
     principal = verify_key(bare_engine, key)
     assert principal is not None and principal.customer == "acme"
-    assert [b.name for b in list_budgets(bare_engine)] == ["acme-daily"]
+    assert [(b.name, b.basis.value) for b in list_budgets(bare_engine)] == [("acme-daily", "price")]
     with bare_engine.connect() as c:
         row = c.execute(text("SELECT source, device_uuid, pod, observer FROM allocation")).one()
     assert tuple(row) == ("planned", "GPU-0", "", "")

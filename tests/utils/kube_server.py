@@ -52,6 +52,7 @@ import yaml
 from kubernetes import client
 
 from tests.utils import kube_sim, kube_ssa
+from tests.utils.kube_dra import route_resource
 from tests.utils.kube_sim import Event
 
 DEFAULT_MANAGER = "python-client"
@@ -170,6 +171,10 @@ class KubeState:
     fail_next: list[int] = field(default_factory=list)
     requests: list[tuple[str, str]] = field(default_factory=list)
     access: list[Access] = field(default_factory=list)
+    # resource.k8s.io/v1 (tests/utils/kube_dra.py): "resourceclaimtemplates", "resourceclaims"
+    resource: dict[str, dict[tuple[str, str], dict[str, Any]]] = field(
+        default_factory=lambda: {"resourceclaimtemplates": {}, "resourceclaims": {}}
+    )
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add_node(
@@ -475,6 +480,16 @@ class _Handler(BaseHTTPRequestHandler):
                 if name and (ns, name) in st.deployments:
                     body = self._out("Deployment", ns, st.deployments[(ns, name)])
             return code, body
+        found = route_resource(
+            st.resource,
+            method,
+            path,
+            lambda o: _selected(o, q.get("labelSelector")),
+            self._body,
+            merge,
+        )
+        if found is not None:
+            return found
         return 404, _status(404, f"no route {path}")
 
     def _out(self, kind: str, ns: str, obj: dict[str, Any]) -> dict[str, Any]:

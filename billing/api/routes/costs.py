@@ -10,16 +10,20 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import pandas as pd
 from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
+from sqlalchemy.engine import Engine
 
 from billing.api.deps import NowDep, ReadDep, StateDep
 from billing.api.errors import unprocessable
+from billing.enforcement.config import EnforcementConfig
+from billing.enforcement.rates import add_price
 from billing.kinds import LedgerKind
 from billing.known import unknown_values
 from billing.ledger import GROUP_KEYS, metered_cents, query_costs
-from billing.windows import WindowError, parse_window
+from billing.windows import Window, WindowError, parse_window
 
 router = APIRouter(prefix="/v1", tags=["costs"])
 
@@ -39,6 +43,12 @@ class CostRow(BaseModel):
     requests: int
     cost_cents: int
     cost_usd: float
+    price_usd: float | None = Field(
+        default=None, description="with include=price: the tokens at the rate card"
+    )
+    margin_usd: float | None = Field(
+        default=None, description="with include=price: price_usd - cost_usd"
+    )
 
 
 class CostsResponse(BaseModel):
@@ -69,8 +79,15 @@ async def get_costs(
     customer: str | None = None,
     request_type: str | None = None,
     kind: LedgerKind | None = None,
+    include: Annotated[
+        str, Query(description="comma list; price: add price_usd and margin_usd (rate card)")
+    ] = "",
 ) -> CostsResponse:
-    """Costs by any of model, customer, request_type, kind, hour, day over a window."""
+    """Costs by any of model, customer, request_type, kind, hour, day over a window; with
+    ``include=price`` also the list price (rate card) and margin beside the cost."""
+    extra = [x.strip() for x in include.split(",") if x.strip()]
+    if [x for x in extra if x != "price"]:
+        raise unprocessable(["query", "include"], f"unknown {extra}; allowed: ['price']")
     try:
         w = parse_window(window, now)
     except WindowError as exc:
@@ -107,7 +124,12 @@ async def get_costs(
                 status.HTTP_403_FORBIDDEN, "this key may only read its own customer's costs"
             )
         filters["customer"] = principal.customer
-    df = await run_in_threadpool(query_costs, state.engine, eff, group_by=keys, filters=filters)
+    if "price" in extra:
+        df = await run_in_threadpool(
+            _priced_costs, state.engine, eff, keys, filters, state.config.enforcement
+        )
+    else:
+        df = await run_in_threadpool(query_costs, state.engine, eff, group_by=keys, filters=filters)
     if "hour" in df.columns:
         df["hour"] = df["hour"].map(lambda t: t.isoformat())
     rows = [CostRow.model_validate(r) for r in df.to_dict(orient="records")]
@@ -116,6 +138,9 @@ async def get_costs(
         for c in ("gpu_seconds", "input_tokens", "output_tokens", "requests", "cost_cents")
     }
     totals["cost_usd"] = totals["cost_cents"] / 100
+    if "price_usd" in df.columns:
+        totals["price_usd"] = round(float(df["price_usd"].sum()), 6)
+        totals["margin_usd"] = round(totals["price_usd"] - totals["cost_usd"], 6)
     metered = None
     if principal.customer is None and not filters:
         metered = await run_in_threadpool(metered_cents, state.engine, eff) / 100
@@ -133,3 +158,26 @@ async def get_costs(
         metered_cost_usd=metered,
         unknown=never_seen,
     )
+
+
+def _priced_costs(
+    engine: Engine,
+    window: Window,
+    keys: list[str],
+    filters: dict[str, str],
+    enforcement: EnforcementConfig,
+) -> pd.DataFrame:
+    """query_costs grouped by ``keys`` with price_usd and margin_usd: priced per model x
+    customer (the rate card's grain), then summed to the groups asked for."""
+    fine = [*keys, *[k for k in ("model", "customer") if k not in keys]]
+    df = add_price(query_costs(engine, window, group_by=fine, filters=filters), enforcement)
+    sums = ["gpu_seconds", "input_tokens", "output_tokens", "requests", "cost_cents", "price_usd"]
+    if keys:
+        df = df.groupby(keys, as_index=False, dropna=False)[sums].sum()
+    else:
+        df = df[sums].sum().to_frame().T
+    df = df.sort_values("cost_cents", ascending=False, kind="stable")
+    df["cost_usd"] = df["cost_cents"] / 100
+    df["price_usd"] = df["price_usd"].astype(float).round(6)
+    df["margin_usd"] = (df["price_usd"] - df["cost_usd"]).round(6)
+    return df
