@@ -21,12 +21,13 @@ from dashboard import figures
 from dashboard.auth import Viewer
 from scheduler.config import SchedulerConfig
 from scheduler.model import Snapshot
+from scheduler.policy import Policy
 from scheduler.store_snapshot import snapshot_from_store
 from scheduler.views import PackingView, WhatIf, packing_view, what_if
 
 PLAN_TITLE = "Packing plan per GPU (share of each GPU per model)"
-WHATIF_TITLE = "What-if: USD/hour at 3x, 5x, 10x today's measured demand"
-MULTIPLIERS = (3.0, 5.0, 10.0)
+WHATIF_TITLE = "What-if: USD/hour at 1x (the plan), 3x, 5x, 10x today's measured demand"
+MULTIPLIERS = (1.0, 3.0, 5.0, 10.0)
 
 
 def load_snapshot(engine: Engine, config: SchedulerConfig, now: datetime) -> Snapshot | None:
@@ -80,7 +81,7 @@ def plan_figure(view: PackingView) -> go.Figure:
 
 
 def whatif_figure(rows: list[WhatIf]) -> go.Figure:
-    """Grouped bars of USD/hour, packed vs one model per GPU, GPU counts as text."""
+    """Grouped bars of USD/hour: packed, current placement scaled, one model per GPU."""
     if not rows:
         return figures.empty(WHATIF_TITLE, "no measured demand yet")
     x = [f"{r.multiplier:g}x load" for r in rows]
@@ -94,6 +95,7 @@ def whatif_figure(rows: list[WhatIf]) -> go.Figure:
             for r in rows
         ],
     )
+    fig.add_bar(x=x, y=[r.current_usd_per_hour for r in rows], name="current placement")
     fig.add_bar(
         x=x,
         y=[r.naive_usd_per_hour for r in rows],
@@ -124,14 +126,14 @@ class FleetPanels:
         snap = self.snapshot(now)
         if snap is None:
             return figures.empty(PLAN_TITLE, "no GPU or process samples in the last 10 minutes")
-        return plan_figure(packing_view(snap))
+        return plan_figure(packing_view(snap, Policy.from_config(self.config)))
 
     def whatif(self, now: datetime, _viewer: Viewer) -> go.Figure:
         """The what-if panel."""
         snap = self.snapshot(now)
         if snap is None:
             return figures.empty(WHATIF_TITLE, "no measured demand in the last samples")
-        return whatif_figure(what_if(snap, MULTIPLIERS))
+        return whatif_figure(what_if(snap, MULTIPLIERS, Policy.from_config(self.config)))
 
 
 def panels_for(

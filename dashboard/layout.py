@@ -29,7 +29,7 @@ GRAPHS = {
     "g-margin": "cost, price and margin per customer and per model",
     "g-budget": "budget burn-down",
     "g-plan": "packing plan per GPU",
-    "g-whatif": "what-if at 3x, 5x, 10x load",
+    "g-whatif": "what-if at 1x (the plan), 3x, 5x, 10x load",
 }
 FLEET_GRAPHS = ("g-utilization", "g-idle", "g-margin", "g-plan", "g-whatif")
 

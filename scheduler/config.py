@@ -65,6 +65,20 @@ class SchedulerConfig(BaseModel):
     model_latency: dict[str, Literal["interactive", "batch"]] = Field(
         default_factory=dict, description="latency class per model (default interactive)"
     )
+    model_cpu_milli: dict[str, int] = Field(
+        default_factory=dict, description="CPU request (milli) of one replica's pod per model"
+    )
+    model_memory_mib: dict[str, int] = Field(
+        default_factory=dict, description="memory request (MiB) of one replica's pod per model"
+    )
+    node_cpu_milli: dict[str, int] = Field(
+        default_factory=dict,
+        description="allocatable CPU (milli) per node for the planner (unset: not limited)",
+    )
+    node_memory_mib: dict[str, int] = Field(
+        default_factory=dict,
+        description="allocatable memory (MiB) per node for the planner (unset: not limited)",
+    )
 
     prometheus_url: str | None = Field(
         default=None,

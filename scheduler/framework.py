@@ -20,7 +20,9 @@ class Request:
     """What one replica asks of one GPU under one mode.
 
     ``compute_milli``: SM share in 1/1000 of the GPU; ``mem_mib``: device memory;
-    ``profile``: MIG family key under Mode.mig; ``share``: fraction of the GPU's price held.
+    ``profile``: MIG family key under Mode.mig; ``share``: fraction of the GPU's price held;
+    ``replicas``: under equal MPS shares, the node's MPS replicas per GPU (the replica holds
+    1/replicas of the GPU's SMs and memory); 0 otherwise.
     """
 
     mode: Mode
@@ -28,6 +30,7 @@ class Request:
     mem_mib: float
     share: float
     profile: str | None = None
+    replicas: int = 0
 
 
 @dataclass(frozen=True)
@@ -42,12 +45,15 @@ class GpuUse:
     mem_capacity_mib: float
     mode: Mode | None  # None: nothing placed yet
     node_sharing: NodeSharing | None  # None: node not configured yet
+    node_mps_replicas: int = 0  # equal MPS shares: the node's replicas per GPU (0: unset)
     compute_used: int = 0
     mem_used_mib: float = 0.0
     clients: int = 0
     profiles: tuple[str, ...] = ()
     models: frozenset[str] = frozenset()
     current_models: frozenset[str] = frozenset()
+    node_cpu_free: float = float("inf")  # allocatable CPU (milli) of the node not yet requested
+    node_mem_free_mib: float = float("inf")  # allocatable memory (MiB) not yet requested
 
 
 class FilterPlugin(Protocol):

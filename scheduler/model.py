@@ -48,7 +48,8 @@ class Workload:
     """A model to place: ``replicas`` copies, each needing ``mem_mib`` and ``compute``.
 
     ``compute`` is the SM fraction of one whole GPU of ``ref_type`` (p95 with headroom);
-    ``gpus`` > 1 asks for that many whole GPUs on one node per replica.
+    ``gpus`` > 1 asks for that many whole GPUs on one node per replica. ``cpu_milli`` and
+    ``host_mem_mib`` are what one replica's pod requests of its node (0: nothing).
     """
 
     model: str
@@ -61,6 +62,8 @@ class Workload:
     gpus: int = 1
     gpu_types: tuple[str, ...] = ()
     scale_compute: bool = True  # False: ``compute`` is a share of whichever GPU it lands on
+    cpu_milli: int = 0
+    host_mem_mib: float = 0.0
 
     def compute_on(self, type_name: str) -> float:
         """SM fraction of one GPU of ``type_name`` this needs (scaled by relative speed)."""
@@ -89,11 +92,14 @@ class GpuSnapshot:
 
 @dataclass(frozen=True)
 class NodeSnapshot:
-    """A node and its current device-plugin sharing config."""
+    """A node: its device-plugin sharing config and allocatable CPU / memory (None: unknown,
+    not enforced)."""
 
     name: str
     sharing: NodeSharing = NodeSharing.none
     mig_config: str | None = None
+    cpu_milli: int | None = None
+    mem_mib: float | None = None
 
 
 @dataclass(frozen=True)
@@ -159,11 +165,16 @@ class GpuPlan:
 
 @dataclass(frozen=True)
 class NodePlan:
-    """A node's device-plugin sharing config and whether its MIG layout changes."""
+    """A node's device-plugin sharing config and whether its MIG layout changes.
+
+    ``mps_replicas``: under equal MPS shares, the replicas each GPU of the node is split into
+    (every client gets 1/mps_replicas of SMs and memory); 0 when not planned that way.
+    """
 
     name: str
     sharing: NodeSharing
     mig_config: str | None = None
+    mps_replicas: int = 0
 
 
 @dataclass(frozen=True)

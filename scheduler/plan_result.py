@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from scheduler import mig
 from scheduler.bounds import lower_bound, one_per_gpu
 from scheduler.catalog import gpu_type
+from scheduler.framework import Request
 from scheduler.model import (
     GpuPlan,
     Move,
@@ -38,6 +39,14 @@ def mig_config_name(devices: Iterable[tuple[int, tuple[str, ...] | None]]) -> st
         return ALL_DISABLED
     digest = hashlib.sha1(repr(items).encode()).hexdigest()[:10]
     return f"costctl-{digest}"
+
+
+def _thread_pct(req: Request) -> int:
+    """MPS active thread %: the per-claim share, or under equal shares ceil(100/replicas) (the
+    device plugin's 1/replicas is the limit; the env must not lower it)."""
+    if req.replicas:
+        return math.ceil(100 / req.replicas)
+    return req.compute_milli // 10
 
 
 def _gpu_slots(g: GpuState) -> tuple[list[Slot], GpuPlan]:
@@ -77,8 +86,8 @@ def _gpu_slots(g: GpuState) -> tuple[list[Slot], GpuPlan]:
                     s.node,
                     s.uuid,
                     mode,
-                    round(share, 6),
-                    thread_pct=m.req.compute_milli // 10 if mode is M.mps else None,
+                    math.floor(share * 1e6) / 1e6 if m.req.replicas else round(share, 6),
+                    thread_pct=_thread_pct(m.req) if mode is M.mps else None,
                     mem_limit_mib=math.ceil(m.req.mem_mib) if mode is M.mps else None,
                 )
             )
@@ -131,7 +140,8 @@ def build_plan(snapshot: Snapshot, state: PackState, unplaced: tuple[Unplaced, .
             (index[p.uuid], mig.multiset(p.mig_layout) if p.mig_layout else None) for p in plans
         ]
         sharing = state.node_sharing[name] or NodeSharing.none
-        nodes.append(NodePlan(name, sharing, mig_config_name(devices)))
+        mps = state.node_mps_replicas[name] if sharing is NodeSharing.mps else 0
+        nodes.append(NodePlan(name, sharing, mig_config_name(devices), mps))
     price = {g.uuid: g.usd_per_hour for g in snapshot.gpus}
     current_usd = sum(price.get(u, 0.0) for u in {s.gpu_uuid for s in snapshot.current})
     return Plan(

@@ -31,8 +31,14 @@ from scheduler.plugins.most_allocated import MostAllocatedScore
 from scheduler.plugins.price import PriceScore
 from scheduler.plugins.stability import StabilityScore
 from scheduler.policy import Policy
-from scheduler.state import Member, PackState
-from scheduler.strategies import Strategy, strategy_table
+from scheduler.state import GpuState, Member, PackState
+from scheduler.strategies import (
+    EqualMpsShare,
+    Strategy,
+    equal_mps_replicas,
+    equal_mps_request,
+    strategy_table,
+)
 
 MAX_REASONS = 20
 
@@ -77,20 +83,21 @@ class _Packer:
     state: PackState
     fw: Framework
     table: dict[Mode, Strategy]
+    resplits_left: int = 64  # unplaced replicas that may try a resplit (bounds plan time)
     _requests: dict[Workload, list[tuple[str, Request]]] = field(default_factory=dict)
 
     def requests(self, w: Workload) -> list[tuple[str, Request]]:
         cached = self._requests.get(w)
         if cached is not None:
             return cached
-        out = []
+        out: list[tuple[str, Request]] = []
         for type_name in self.state.types:
             if not w.allows(type_name):
                 continue
             for strategy in self.table.values():
-                req = strategy.request(w, type_name)
-                if req is not None:
-                    out.append((type_name, req))
+                many = getattr(strategy, "requests", None)
+                reqs = many(w, type_name) if many else [strategy.request(w, type_name)]
+                out.extend((type_name, r) for r in reqs if r is not None)
         self._requests[w] = out
         return out
 
@@ -103,9 +110,9 @@ class _Packer:
             return Unplaced(w.model, replica, (("*", why),))
         best: tuple[int, int, Request] | None = None
         for type_name, req in reqs:
-            cands = self.state.open_candidates(req, type_name)
+            cands = self.state.open_candidates(req, type_name, w)
             if not open_only:
-                cands += self.state.free_representatives(type_name, NODE_SHARING[req.mode])
+                cands += self.state.free_representatives(type_name, NODE_SHARING[req.mode], w)
             for pos in cands:
                 view = self.state.view(pos)
                 bad = self.fw.run_filters(w, req, view)
@@ -127,6 +134,9 @@ class _Packer:
         """``w.gpus`` whole GPUs of one node: the allowed node with the fewest free GPUs."""
         nodes: list[tuple[int, str, list[int]]] = []
         for node in self.state.gang_nodes(w.gpus):
+            cpu, mem = self.state.host_free(node)
+            if w.cpu_milli > cpu + 1e-9 or w.host_mem_mib > mem + 1e-9:
+                continue
             free = self.state.node_free[node]
             if w.gpu_types:
                 free = [p for p in free if w.allows(self.state.gpus[p].snap.gpu_type)]
@@ -145,6 +155,47 @@ class _Packer:
             mem = float(math.ceil(w.mem_mib / w.gpus))
             self.state.add(p, w, replica, Request(Mode.gpu, 1000, mem, 1.0))
         return None
+
+    def resplit(self, w: Workload, replica: int) -> bool:
+        """Place an unplaced replica by splitting an MPS node into fewer, larger equal shares
+        (every replica already there must fit the larger share); False if no node can."""
+        mps = self.table.get(Mode.mps)
+        if not isinstance(mps, EqualMpsShare) or self.resplits_left <= 0:
+            return False
+        self.resplits_left -= 1
+        max_r = mps.max_replicas
+        st = self.state
+        for node, r in sorted(st.node_mps_replicas.items()):
+            if not r or st.node_sharing[node] is not NodeSharing.mps:
+                continue
+            gpus = [g for g in st.gpus if g.snap.node == node and g.members]
+            types = {g.snap.gpu_type for g in gpus}
+            fits = min((equal_mps_replicas(w, t, max_r) for t in types if w.allows(t)), default=0)
+            for new in range(min(r - 1, fits), 1, -1):
+                ok = all(
+                    len(g.members) <= new
+                    and all(
+                        equal_mps_replicas(m.w, g.snap.gpu_type, max_r) >= new for m in g.members
+                    )
+                    for g in gpus
+                )
+                if not ok:
+                    continue
+                self._reshare(gpus, new)
+                if self.place(w, replica) is None:
+                    return True
+                self._reshare(gpus, r)
+        return False
+
+    def _reshare(self, gpus: list[GpuState], replicas: int) -> None:
+        moved = [(g, list(g.members)) for g in gpus]
+        for g, members in moved:
+            for m in members:
+                self.state.remove(g.pos, m)
+        for g, members in moved:
+            for m in members:
+                req = equal_mps_request(g.snap.gpu_type, replicas)
+                self.state.add(g.pos, m.w, m.replica, req)
 
     def improve(self, rounds: int) -> None:
         """Try to empty the emptiest GPUs by moving their replicas onto other open GPUs."""
@@ -180,7 +231,7 @@ class _Packer:
     def _best_open(self, m: Member, exclude: int) -> tuple[int, Request] | None:
         best: tuple[int, int, Request] | None = None
         for type_name, req in self.requests(m.w):
-            for pos in self.state.open_candidates(req, type_name):
+            for pos in self.state.open_candidates(req, type_name, m.w):
                 if pos == exclude:
                     continue
                 view = self.state.view(pos)
@@ -204,14 +255,16 @@ def plan(snapshot: Snapshot, policy: Policy | None = None) -> Plan:
     """
     policy = policy or Policy()
     packer = _Packer(
-        PackState(snapshot), make_framework(snapshot, policy), strategy_table(policy.modes)
+        PackState(snapshot),
+        make_framework(snapshot, policy),
+        strategy_table(policy.modes, policy.mps_shares, policy.max_mps_clients),
     )
     unplaced: list[Unplaced] = []
     replicas = [(w, r) for w in snapshot.workloads for r in range(w.replicas)]
     replicas.sort(key=lambda wr: (replica_order(wr[0]), wr[1]))
     for w, r in replicas:
         miss = packer.place_gang(w, r) if w.gpus > 1 else packer.place(w, r)
-        if miss is not None:
+        if miss is not None and not (w.gpus == 1 and packer.resplit(w, r)):
             unplaced.append(miss)
     if policy.improve:
         packer.improve(policy.improve_rounds)

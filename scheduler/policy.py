@@ -25,6 +25,7 @@ class Policy:
     max_timeslice_replicas: int = 16
     improve: bool = True
     improve_rounds: int = 2
+    mps_shares: str = "equal"  # "equal": device-plugin MPS; "per-claim": DRA claims
 
     @classmethod
     def from_config(cls, config: SchedulerConfig) -> Policy:
@@ -34,4 +35,5 @@ class Policy:
             weights=tuple(sorted(config.score_weights.items())),
             max_mps_clients=config.max_mps_clients,
             max_timeslice_replicas=config.max_timeslice_replicas,
+            mps_shares=config.mps_shares,
         )

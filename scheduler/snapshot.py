@@ -7,7 +7,7 @@ from datetime import datetime
 
 import pandas as pd
 
-from scheduler.model import GpuSnapshot, Slot, Snapshot, Workload
+from scheduler.model import GpuSnapshot, NodeSnapshot, Slot, Snapshot, Workload
 from scheduler.simfleet import SimFleet
 
 PriceMap = Mapping[tuple[str, str], float]
@@ -46,9 +46,10 @@ def make_snapshot(
     workloads: Iterable[Workload],
     current: Iterable[Slot] = (),
     taken_at: datetime | None = None,
+    nodes: Iterable[NodeSnapshot] = (),
 ) -> Snapshot:
-    """A Snapshot (nodes derived from the GPUs)."""
-    return Snapshot(tuple(gpus), tuple(workloads), (), tuple(current), taken_at)
+    """A Snapshot (``nodes``: allocatable CPU / memory where known)."""
+    return Snapshot(tuple(gpus), tuple(workloads), tuple(nodes), tuple(current), taken_at)
 
 
 def gpus_from_samples(samples: pd.DataFrame, prices: PriceMap) -> tuple[GpuSnapshot, ...]:

@@ -1,15 +1,19 @@
 """The planner's working state: which replica sits on which GPU, with indexes for candidates.
 
 Mutable and private to ``scheduler.planner``; plugins only ever see frozen ``GpuUse`` views.
-Details: free GPUs are grouped by (type, pricing class, price, node sharing) and one
-representative per group is offered (equivalent GPUs score alike), open MPS/time-slice GPUs are
-bucketed by free SM share so that a replica is offered the tightest few, not all of them.
+Details: free GPUs are grouped by (type, pricing class, price, node sharing, eighth of the node's
+CPU/memory left) and one representative per group is offered (equivalent GPUs score alike;
+the first few of a group are checked for the replica's CPU and memory), open MPS/time-slice GPUs are
+bucketed by the smaller of their free SM share and free memory (in 1/1000 of the GPU), so
+that a replica is offered the tightest few that can hold both, not all of them (a GPU whose
+memory is full sits in bucket 0 whatever its free SM share).
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -20,7 +24,9 @@ from scheduler.plugins.filters import NODE_SHARING
 
 BUCKET = 10  # milli per free-compute bucket
 N_BUCKETS = 1000 // BUCKET + 1
-FreeKey = tuple[str, str, float, NodeSharing | None]
+SCAN = 16  # GPUs examined per bucket for an exact fit
+HOST_LEVELS = 8  # free GPUs are grouped by how much of their node's CPU/memory is left
+FreeKey = tuple[str, str, float, NodeSharing | None, int, int]
 
 
 @dataclass
@@ -64,16 +70,26 @@ class PackState:
             for i, g in enumerate(snapshot.gpus)
         ]
         self.node_sharing: dict[str, NodeSharing | None] = {g.node: None for g in snapshot.gpus}
+        self.node_mps_replicas: dict[str, int] = defaultdict(int)
         self.node_open: dict[str, int] = defaultdict(int)
         self.node_free: dict[str, list[int]] = defaultdict(list)
         self.free: dict[FreeKey, list[int]] = {}
         self.free_keys: dict[str, list[FreeKey]] = defaultdict(list)
-        self.open_shared: dict[tuple[Mode, str], list[dict[int, None]]] = {}
+        self.open_shared: dict[tuple[Mode, str, int], list[dict[int, None]]] = {}
         self.open_mig: dict[str, dict[int, None]] = defaultdict(dict)
+        inf = float("inf")
+        self.host_cap: dict[str, tuple[float, float]] = {
+            n.name: (
+                inf if n.cpu_milli is None else float(n.cpu_milli),
+                inf if n.mem_mib is None else float(n.mem_mib),
+            )
+            for n in snapshot.nodes
+        }
+        self.host_used: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+        self.types = sorted({g.snap.gpu_type for g in self.gpus})
         for g in self.gpus:
             self.node_free[g.snap.node].append(g.pos)
             self._push_free(g.pos)
-        self.types = sorted({g.snap.gpu_type for g in self.gpus})
         self._views: dict[int, GpuUse] = {}
 
     def _push_free(self, pos: int) -> None:
@@ -86,14 +102,53 @@ class PackState:
 
     def _free_key(self, g: GpuState) -> FreeKey:
         s = g.snap
-        return (s.gpu_type, s.pricing_class, s.usd_per_hour, self.node_sharing[s.node])
+        return (
+            s.gpu_type,
+            s.pricing_class,
+            s.usd_per_hour,
+            self.node_sharing[s.node],
+            self._host_level(s.node),
+            self.node_mps_replicas[s.node],
+        )
+
+    def host_free(self, node: str) -> tuple[float, float]:
+        """(CPU milli, memory MiB) of the node's allocatable not yet requested (inf: unknown)."""
+        cap = self.host_cap.get(node)
+        if cap is None:
+            return (float("inf"), float("inf"))
+        used = self.host_used[node]
+        return (cap[0] - used[0], cap[1] - used[1])
+
+    def _host_level(self, node: str) -> int:
+        cap = self.host_cap.get(node)
+        if cap is None:
+            return HOST_LEVELS - 1
+        cpu, mem = self.host_free(node)
+        frac = min(
+            cpu / cap[0] if 0 < cap[0] < math.inf else 1.0,
+            mem / cap[1] if 0 < cap[1] < math.inf else 1.0,
+        )
+        return max(0, min(HOST_LEVELS - 1, int(frac * HOST_LEVELS)))
+
+    def host_fits(self, node: str, w: Workload) -> bool:
+        """Whether the node's CPU and memory left take one replica of ``w`` (one GPU's part)."""
+        cpu, mem = self.host_free(node)
+        k = max(1, w.gpus)
+        return w.cpu_milli / k <= cpu + 1e-9 and w.host_mem_mib / k <= mem + 1e-9
 
     def view(self, pos: int) -> GpuUse:
         """A frozen view of one GPU for the plugins (cached until the GPU or node changes)."""
         cached = self._views.get(pos)
-        if cached is not None and cached.node_sharing == self.node_sharing[cached.node]:
-            return cached
         g = self.gpus[pos]
+        cpu, mem = self.host_free(g.snap.node)
+        if (
+            cached is not None
+            and cached.node_sharing == self.node_sharing[cached.node]
+            and cached.node_mps_replicas == self.node_mps_replicas[cached.node]
+            and cached.node_cpu_free == cpu
+            and cached.node_mem_free_mib == mem
+        ):
+            return cached
         view = GpuUse(
             pos=pos,
             uuid=g.snap.uuid,
@@ -103,20 +158,26 @@ class PackState:
             mem_capacity_mib=g.mem_capacity,
             mode=g.mode,
             node_sharing=self.node_sharing[g.snap.node],
+            node_mps_replicas=self.node_mps_replicas[g.snap.node],
             compute_used=g.compute_used,
             mem_used_mib=g.mem_used,
             clients=len(g.members),
             profiles=tuple(m.req.profile for m in g.members if m.req.profile),
             models=frozenset(m.w.model for m in g.members),
             current_models=g.current_models,
+            node_cpu_free=cpu,
+            node_mem_free_mib=mem,
         )
         self._views[pos] = view
         return view
 
     # -- candidates -------------------------------------------------------------------------
 
-    def free_representatives(self, type_name: str, need: NodeSharing) -> list[int]:
-        """One free GPU of ``type_name`` per equivalence group whose node admits ``need``."""
+    def free_representatives(
+        self, type_name: str, need: NodeSharing, w: Workload | None = None
+    ) -> list[int]:
+        """One free GPU of ``type_name`` per equivalence group whose node admits ``need``
+        (and, given ``w``, the lowest of the group's first few whose node has its CPU/memory)."""
         out = []
         for key in self.free_keys[type_name]:
             if key[3] not in (None, need):
@@ -124,8 +185,18 @@ class PackState:
             heap = self.free[key]
             while heap and not self._valid_free(heap[0], key):
                 heapq.heappop(heap)
-            if heap:
+            if not heap:
+                continue
+            if w is None or self.host_fits(self.gpus[heap[0]].snap.node, w):
                 out.append(heap[0])
+                continue
+            fits = [
+                p
+                for p in heap[:SCAN]
+                if self._valid_free(p, key) and self.host_fits(self.gpus[p].snap.node, w)
+            ]
+            if fits:
+                out.append(min(fits))
         # Configured nodes first: on equal scores the planner keeps the earlier candidate.
         out.sort(key=lambda p: (self.node_sharing[self.gpus[p].snap.node] is None, p))
         return out
@@ -134,22 +205,41 @@ class PackState:
         g = self.gpus[pos]
         return g.mode is None and self._free_key(g) == key
 
-    def open_candidates(self, req: Request, type_name: str) -> list[int]:
-        """Open GPUs of this type and mode that may take ``req`` (tightest buckets first)."""
+    def open_candidates(self, req: Request, type_name: str, w: Workload | None = None) -> list[int]:
+        """Open GPUs of this type and mode that may take ``req`` (tightest buckets first;
+        given ``w``, only on nodes with its CPU and memory left)."""
         if req.mode is Mode.mig:
             return list(self.open_mig[type_name])
-        buckets = self.open_shared.get((req.mode, type_name))
+        buckets = self.open_shared.get((req.mode, type_name, req.replicas))
         if buckets is None:
             return []
         out: list[int] = []
-        first = -(-req.compute_milli // BUCKET)
+        need_mem = req.mem_mib
+        first = min(req.compute_milli, self._mem_milli(need_mem, type_name)) // BUCKET
         for b in range(first, N_BUCKETS):
             bucket = buckets[b]
-            if bucket:
-                out.extend(itertools.islice(bucket, self.per_bucket))
-                if len(out) >= self.max_open:
-                    break
+            taken = 0
+            for pos in itertools.islice(bucket, SCAN):
+                g = self.gpus[pos]
+                if (
+                    g.compute_used + req.compute_milli <= 1000
+                    and g.mem_used + need_mem <= g.mem_capacity
+                    and (w is None or self.host_fits(g.snap.node, w))
+                ):
+                    out.append(pos)
+                    taken += 1
+                    if taken >= self.per_bucket:
+                        break
+            if len(out) >= self.max_open:
+                break
         return out
+
+    def _mem_milli(self, mem_mib: float, type_name: str) -> int:
+        return int(mem_mib * 1000 // gpu_type(type_name).memory_mib)
+
+    def _bucket(self, g: GpuState) -> int:
+        free_mem = int((g.mem_capacity - g.mem_used) * 1000 // g.mem_capacity)
+        return max(0, min(1000 - g.compute_used, free_mem)) // BUCKET
 
     def gang_nodes(self, k: int) -> list[str]:
         """Nodes with at least ``k`` free GPUs whose sharing admits whole GPUs."""
@@ -164,28 +254,33 @@ class PackState:
     def _unindex(self, g: GpuState) -> None:
         self._views.pop(g.pos, None)
         if g.mode in (Mode.mps, Mode.timeslice):
-            free = 1000 - g.compute_used
-            self.open_shared[(g.mode, g.snap.gpu_type)][free // BUCKET].pop(g.pos, None)
+            key = (g.mode, g.snap.gpu_type, self._replicas(g))
+            self.open_shared[key][self._bucket(g)].pop(g.pos, None)
         elif g.mode is Mode.mig:
             self.open_mig[g.snap.gpu_type].pop(g.pos, None)
 
     def _index(self, g: GpuState) -> None:
         if g.mode in (Mode.mps, Mode.timeslice):
-            key = (g.mode, g.snap.gpu_type)
+            key = (g.mode, g.snap.gpu_type, self._replicas(g))
             buckets = self.open_shared.setdefault(key, [{} for _ in range(N_BUCKETS)])
-            buckets[(1000 - g.compute_used) // BUCKET][g.pos] = None
+            buckets[self._bucket(g)][g.pos] = None
         elif g.mode is Mode.mig:
             self.open_mig[g.snap.gpu_type][g.pos] = None
+
+    def _replicas(self, g: GpuState) -> int:
+        return g.members[0].req.replicas if g.members else 0
 
     def add(self, pos: int, w: Workload, replica: int, req: Request) -> None:
         """Place a replica (the caller has run the filters)."""
         g = self.gpus[pos]
         node = g.snap.node
+        self._charge_host(node, w, 1.0)
         if g.mode is None:
             self.node_free[node].remove(pos)
             self.node_open[node] += 1
             if self.node_sharing[node] is None:
                 self.node_sharing[node] = NODE_SHARING[req.mode]
+                self.node_mps_replicas[node] = req.replicas
                 for p in self.node_free[node]:
                     self._push_free(p)
         self._unindex(g)
@@ -198,6 +293,7 @@ class PackState:
     def remove(self, pos: int, member: Member) -> None:
         """Take a replica off a GPU; an emptied GPU (and node) becomes free again."""
         g = self.gpus[pos]
+        self._charge_host(g.snap.node, member.w, -1.0)
         self._unindex(g)
         g.members.remove(member)
         g.compute_used -= member.req.compute_milli
@@ -212,10 +308,24 @@ class PackState:
         self.node_open[node] -= 1
         if self.node_open[node] == 0:
             self.node_sharing[node] = None
+            self.node_mps_replicas[node] = 0
             for p in self.node_free[node]:
                 self._push_free(p)
         else:
             self._push_free(pos)
+
+    def _charge_host(self, node: str, w: Workload, sign: float) -> None:
+        """Book (sign 1) or release (-1) one GPU's part of a replica's CPU and memory."""
+        if node not in self.host_cap or (w.cpu_milli == 0 and w.host_mem_mib == 0):
+            return
+        before = self._host_level(node)
+        k = max(1, w.gpus)
+        used = self.host_used[node]
+        used[0] += sign * w.cpu_milli / k
+        used[1] += sign * w.host_mem_mib / k
+        if self._host_level(node) != before:
+            for p in self.node_free[node]:
+                self._push_free(p)
 
     def open_gpus(self) -> list[GpuState]:
         """GPUs holding at least one replica, in fleet order."""

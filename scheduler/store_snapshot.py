@@ -6,6 +6,8 @@ with the same demand rules.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import pandas as pd
@@ -18,7 +20,7 @@ from billing.pricebook import prices_at, read_price_book
 from scheduler.config import SchedulerConfig
 from scheduler.demand import demand_profiles, load_process_frame
 from scheduler.jobs import current_slots
-from scheduler.model import Isolation, LatencyClass, Snapshot
+from scheduler.model import GpuSnapshot, Isolation, LatencyClass, NodeSnapshot, Snapshot
 from scheduler.snapshot import PriceMap, gpus_from_samples, make_snapshot, price_map
 
 
@@ -36,7 +38,8 @@ def snapshot_from_store(
     lookback: timedelta = timedelta(hours=1),
     prices: PriceMap | None = None,
 ) -> Snapshot | None:
-    """GPUs sampled in (now - lookback, now], measured demand, current placement.
+    """GPUs sampled in (now - lookback, now], measured demand, current placement, and the
+    pods' CPU / memory requests and nodes' allocatable from the settings.
 
     Returns: None when no GPU was sampled in the lookback or no model has demand.
     """
@@ -67,4 +70,22 @@ def snapshot_from_store(
     )
     if not workloads:
         return None
-    return make_snapshot(gpus, workloads, current_slots(engine), now)
+    workloads = [
+        replace(
+            w,
+            cpu_milli=config.model_cpu_milli.get(w.model, 0),
+            host_mem_mib=float(config.model_memory_mib.get(w.model, 0)),
+        )
+        for w in workloads
+    ]
+    return make_snapshot(gpus, workloads, current_slots(engine), now, host_nodes(gpus, config))
+
+
+def host_nodes(gpus: Sequence[GpuSnapshot], config: SchedulerConfig) -> tuple[NodeSnapshot, ...]:
+    """Each GPU node with the allocatable CPU / memory the settings give it (None: unset)."""
+    out = []
+    for node in dict.fromkeys(g.node for g in gpus):
+        cpu = config.node_cpu_milli.get(node)
+        mem = config.node_memory_mib.get(node)
+        out.append(NodeSnapshot(node, cpu_milli=cpu, mem_mib=None if mem is None else float(mem)))
+    return tuple(out)

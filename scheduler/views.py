@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -109,7 +110,8 @@ def packing_view(snapshot: Snapshot, policy: Policy | None = None) -> PackingVie
 
 @dataclass(frozen=True)
 class WhatIf:
-    """GPUs and USD/hour for demand x multiplier: packed by the planner vs one per GPU."""
+    """GPUs and USD/hour for demand x multiplier: packed by the planner, the current placement
+    scaled alike, and one model per GPU."""
 
     multiplier: float
     packed_gpus: int
@@ -117,32 +119,43 @@ class WhatIf:
     naive_gpus: int
     naive_usd_per_hour: float
     unplaced: int
+    current_usd_per_hour: float = 0.0
 
 
 def _elastic_fleet(gpus: Sequence[GpuSnapshot], n: int) -> tuple[GpuSnapshot, ...]:
+    """``gpus`` plus, per kind (type, pricing class, price), enough extra GPUs to have ``n``."""
     kinds = sorted({(g.gpu_type, g.pricing_class, g.usd_per_hour) for g in gpus})
-    out = []
+    have = Counter((g.gpu_type, g.pricing_class, g.usd_per_hour) for g in gpus)
+    out = list(gpus)
     for t, c, usd in kinds:
-        for i in range(n):
+        for i in range(max(0, n - have[(t, c, usd)])):
             node = f"whatif-{t}-{c}-{i // NODE_GPUS}"
             out.append(GpuSnapshot(f"{node}/{i % NODE_GPUS}", node, i % NODE_GPUS, t, c, usd))
     return tuple(out)
 
 
 def what_if(
-    demand: Snapshot, multipliers: Sequence[float] = (3, 5, 10), policy: Policy | None = None
+    demand: Snapshot, multipliers: Sequence[float] = (1, 3, 5, 10), policy: Policy | None = None
 ) -> list[WhatIf]:
-    """Scale every model's replicas by each multiplier and pack onto as many GPUs of the
-    snapshot's kinds (type, pricing class, price) as one-per-GPU would need (pure).
+    """Scale every model's replicas by each multiplier and plan it with the same planner,
+    policy and demand basis as the plan panel (pure).
+
+    Details: at 1x this is ``plan(demand, policy)`` itself (same fleet, same current
+    placement). Above 1x the fleet is the snapshot's GPUs plus GPUs of the same kinds (type,
+    pricing class, price) until each kind could hold one replica per GPU; the current
+    placement is scaled by the multiplier (its USD/hour x m) and the plan starts from none.
     """
+    base = plan(demand, policy)
     out = []
     for m in multipliers:
-        workloads = tuple(
-            replace(w, replicas=max(1, round(w.replicas * m))) for w in demand.workloads
-        )
-        need = sum(w.replicas * w.gpus for w in workloads)
-        snap = Snapshot(_elastic_fleet(demand.gpus, need), workloads)
-        p = plan(snap, policy)
+        p = base
+        if m != 1:
+            workloads = tuple(
+                replace(w, replicas=max(1, round(w.replicas * m))) for w in demand.workloads
+            )
+            need = sum(w.replicas * w.gpus for w in workloads)
+            snap = Snapshot(_elastic_fleet(demand.gpus, need), workloads, demand.nodes)
+            p = plan(snap, policy)
         out.append(
             WhatIf(
                 m,
@@ -151,6 +164,7 @@ def what_if(
                 p.one_per_gpu.gpus,
                 p.one_per_gpu.usd_per_hour,
                 len(p.unplaced),
+                round(base.current_usd_per_hour * m, 6),
             )
         )
     return out

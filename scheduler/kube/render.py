@@ -220,9 +220,11 @@ def render(
         config = node.mig_config or "all-disabled"
         if config != "all-disabled":
             mig_configs[config] = entries
-        replicas = max(
+        replicas = node.mps_replicas or max(
             [p.mps_clients or p.timeslice_replicas for p in plan.gpus if p.node == node.name] + [1]
         )
+        if node.sharing is not NodeSharing.none:
+            replicas = max(2, replicas)  # the device plugin rejects sharing with replicas < 2
         key = device_plugin_key(node.sharing, replicas)
         dp_configs[key] = _device_plugin_config(node.sharing, replicas)
         labels[node.name] = {MIG_CONFIG_LABEL: config, DP_CONFIG_LABEL: key}

@@ -19,5 +19,7 @@ class EfficiencyScore:
     name = "Efficiency"
 
     def score(self, w: Workload, req: Request, gpu: GpuUse) -> int:
-        """efficiency_score(compute the model needs on this GPU, price share it holds)."""
-        return efficiency_score(min(1.0, w.compute_on(gpu.gpu_type)), req.share)
+        """efficiency_score(the larger of the SM fraction and the memory fraction the model
+        needs on this GPU, price share it holds)."""
+        mem = w.mem_mib / gpu.mem_capacity_mib if gpu.mem_capacity_mib > 0 else 0.0
+        return efficiency_score(min(1.0, max(w.compute_on(gpu.gpu_type), mem)), req.share)

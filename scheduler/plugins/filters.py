@@ -38,6 +38,14 @@ class NodeSharingFilter:
         if gpu.mode is not None and gpu.mode != req.mode:
             return [Insufficient("mode", f"GPU runs {gpu.mode.value}, not {req.mode.value}")]
         need = NODE_SHARING[req.mode]
+        if req.replicas and gpu.node_mps_replicas and gpu.node_mps_replicas != req.replicas:
+            return [
+                Insufficient(
+                    "mps_replicas",
+                    f"node {gpu.node} splits GPUs into {gpu.node_mps_replicas} MPS shares, "
+                    f"not {req.replicas}",
+                )
+            ]
         if gpu.node_sharing is not None and gpu.node_sharing != need:
             return [
                 Insufficient(
@@ -49,8 +57,26 @@ class NodeSharingFilter:
         return None
 
 
+def host_fit(w: Workload, gpu: GpuUse, gpus: int = 1) -> list[Insufficient]:
+    """The node's allocatable CPU and memory left for one replica's pod (on ``gpus`` GPUs of
+    that node, the pod's requests are counted once)."""
+    out = []
+    cpu = w.cpu_milli / max(1, w.gpus) * gpus
+    mem = w.host_mem_mib / max(1, w.gpus) * gpus
+    if cpu > gpu.node_cpu_free + 1e-9:
+        out.append(Insufficient("cpu", f"node {gpu.node} CPU (milli)", cpu, 0, gpu.node_cpu_free))
+    if mem > gpu.node_mem_free_mib + 1e-9:
+        out.append(
+            Insufficient(
+                "host_memory", f"node {gpu.node} memory (MiB)", mem, 0, gpu.node_mem_free_mib
+            )
+        )
+    return out
+
+
 class FitFilter:
-    """Memory, compute, MIG geometry and client limits (like k8s NodeResourcesFit)."""
+    """Node CPU and memory, GPU memory, compute, MIG geometry and client limits (like k8s
+    NodeResourcesFit)."""
 
     name = "Fit"
 
@@ -59,7 +85,10 @@ class FitFilter:
         self.max_clients = {Mode.mps: max_mps_clients, Mode.timeslice: max_timeslice_replicas}
 
     def filter(self, w: Workload, req: Request, gpu: GpuUse) -> list[Insufficient] | None:
-        """None if the replica fits on what the GPU already holds."""
+        """None if the replica fits on what the GPU and its node already hold."""
+        host = host_fit(w, gpu)
+        if host:
+            return host
         if req.mode is Mode.gpu:
             if gpu.mode is not None:
                 return [Insufficient("gpu", "GPU already holds replicas", 1, 1, 1)]
@@ -87,7 +116,7 @@ class FitFilter:
                     gpu.mem_capacity_mib,
                 )
             )
-        limit = self.max_clients[req.mode]
+        limit = req.replicas or self.max_clients[req.mode]
         if gpu.clients + 1 > limit:
             out.append(Insufficient("clients", f"{req.mode.value} clients", 1, gpu.clients, limit))
         return out or None

@@ -18,6 +18,7 @@ from scheduler.planner import plan
 from scheduler.policy import Policy
 from tests.scheduler.builders import fleet, workload
 
+PER_CLAIM = Policy(mps_shares="per-claim")  # what `--target dra` plans (claims carry shares)
 K8S_VERSION = "1.34.0"  # resource.k8s.io/v1 is GA from 1.34
 
 
@@ -36,7 +37,7 @@ def _snapshot() -> Snapshot:
 @pytest.fixture(scope="module")
 def planned() -> tuple[Snapshot, Plan, DraRendered]:
     snap = _snapshot()
-    p = plan(snap)
+    p = plan(snap, PER_CLAIM)
     assert {s.mode for s in p.slots} == {Mode.gpu, Mode.mig, Mode.mps}
     assert not p.unplaced
     return snap, p, render_dra(p, snap.gpus)
@@ -315,7 +316,7 @@ def test_every_placed_replica_gets_what_it_needs_from_its_claim(
         for i, (mem, c, n, iso) in enumerate(specs)
     )
     snap = Snapshot(gpus, ws)
-    p = plan(snap)
+    p = plan(snap, PER_CLAIM)
     r = render_dra(p, gpus)
     claims = _claims_by_name(r)
     by_model = {w.model: w for w in ws}

@@ -142,10 +142,11 @@ def test_apply_creates_claims_and_deployments_then_changes_nothing(
 def test_a_changed_share_keeps_the_claim_and_a_dropped_gpu_deletes_it(kube: KubeServer) -> None:
     a = _applier(kube)
     snap1, snap2 = _snapshot(0.4), _snapshot(0.5)
-    assert a.apply(plan(snap1), snap1.gpus, target="dra").applied
+    per_claim = Policy(mps_shares="per-claim")  # what `--target dra` plans
+    assert a.apply(plan(snap1, per_claim), snap1.gpus, target="dra").applied
     (claim,) = _stored(kube, "resourceclaims")
     n = len(kube.state.requests)
-    assert a.apply(plan(snap2), snap2.gpus, target="dra").applied
+    assert a.apply(plan(snap2, per_claim), snap2.gpus, target="dra").applied
     # the share is the client's env: same claim, no claim object written
     assert list(_stored(kube, "resourceclaims")) == [claim]
     assert not [p for m, p in kube.state.requests[n:] if m in WRITES and "resource.k8s.io" in p]

@@ -78,10 +78,12 @@ def test_render_contents(planned: tuple[Snapshot, Plan]) -> None:
     deps = {d.metadata.name: d for d in r.deployments}
     c = deps["mistral-7b"].spec.template.spec.containers[0]
     assert c.resources.limits == {"nvidia.com/mig-2g.20gb": "1"}
-    mps = deps["llama-3-8b-mps-15"].spec.template.spec.containers[0]
+    # equal MPS shares: node b is split in 2 (mixtral needs more than a third of an H100's
+    # memory), so each client gets, and its env states, half of the GPU
+    mps = deps["llama-3-8b-mps-50"].spec.template.spec.containers[0]
     assert {e.name: e.value for e in mps.env} == {
-        "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": "15",
-        "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT": "0=18000M",
+        "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": "50",
+        "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT": "0=40960M",
     }
 
 
@@ -109,8 +111,8 @@ def test_apply_then_dry_run_is_empty(kube: KubeServer, planned: tuple[Snapshot, 
     labels = kube.state.nodes["a"]["metadata"]["labels"]
     assert labels["nvidia.com/mig.config.state"] == "success"
     assert labels["nvidia.com/device-plugin.config"] == "costctl-none"
-    assert ("default", "llama-3-8b-mps-15") in kube.state.deployments  # cloned variant
-    clone = kube.state.deployments[("default", "llama-3-8b-mps-15")]
+    assert ("default", "llama-3-8b-mps-50") in kube.state.deployments  # cloned variant
+    clone = kube.state.deployments[("default", "llama-3-8b-mps-50")]
     assert clone["spec"]["template"]["spec"]["containers"][0]["image"].startswith("vllm/")
     assert kube.state.deployments[("default", "mistral-7b")]["spec"]["replicas"] == 2
     assert a.apply(p, snap.gpus, dry_run=True).changes == ()

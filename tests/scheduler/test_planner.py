@@ -36,10 +36,13 @@ def test_strict_models_get_mig_slices_and_share_a_gpu() -> None:
 
 def test_shared_models_use_mps_with_thread_percent_and_memory_limit() -> None:
     snap = Snapshot(fleet(("a100", "n1", 2)), (workload("m", 4000, 0.3, 3),))
-    p = plan(snap)
+    p = plan(snap)  # equal shares: 0.3 of the SMs fits a third of the GPU, not a quarter
     assert p.gpus_used == 1 and _by_mode(p) == {"mps": 3}
-    assert {(s.thread_pct, s.mem_limit_mib) for s in p.slots} == {(30, 4000)}
-    assert p.nodes[0].sharing is NodeSharing.mps
+    assert {(s.thread_pct, s.mem_limit_mib) for s in p.slots} == {(34, 81920 // 3)}  # ceil
+    assert p.nodes[0].sharing is NodeSharing.mps and p.nodes[0].mps_replicas == 3
+    per_claim = plan(snap, Policy(mps_shares="per-claim"))  # a DRA claim carries each share
+    assert {(s.thread_pct, s.mem_limit_mib) for s in per_claim.slots} == {(30, 4000)}
+    assert per_claim.nodes[0].mps_replicas == 0
 
 
 def test_best_effort_batch_prefers_time_slicing_and_share_is_one_over_replicas() -> None:
@@ -81,11 +84,14 @@ def test_node_sharing_is_one_per_node() -> None:
             workload("b", 2000, 0.6, 1, iso="best-effort", latency="batch", scale_compute=False),
         ),
     )
-    p = plan(snap)
+    per_claim = Policy(mps_shares="per-claim")  # 0.6 of a GPU is no equal MPS share (>= 2)
+    p = plan(snap, per_claim)
     assert {s.mode for s in p.slots} == {Mode.mps} and p.gpus_used == 2
     assert [n.sharing for n in p.nodes] == [NodeSharing.mps]
     two = Snapshot(fleet(("t4", "n1", 1), ("t4", "n2", 1)), snap.workloads)
-    assert {s.mode for s in plan(two).slots} == {Mode.mps, Mode.timeslice}
+    assert {s.mode for s in plan(two, per_claim).slots} == {Mode.mps, Mode.timeslice}
+    # equal shares: the shared model takes a whole GPU, the best-effort one time-slices
+    assert {s.mode for s in plan(two).slots} == {Mode.gpu, Mode.timeslice}
 
 
 def test_cost_prefers_cheaper_gpus() -> None:
