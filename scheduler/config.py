@@ -47,6 +47,16 @@ class SchedulerConfig(BaseModel):
     demand_window_h: float = Field(default=24.0, gt=0)
     device_plugin_configmap: str = "costctl-device-plugin"
     mig_parted_configmap: str = "costctl-mig-parted"
+    gpu_operator_namespace: str = Field(
+        default="gpu-operator",
+        description="namespace of the NVIDIA GPU Operator (OpenShift: nvidia-gpu-operator); "
+        "costctl's mig-parted and device-plugin ConfigMaps are written there",
+    )
+    drain_timeout_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="how long apply waits for a repartitioned node's GPU pods to leave",
+    )
     apply_timeout_s: float = Field(default=600.0, gt=0)
     api_retries: int = Field(default=5, ge=0)
     model_isolation: dict[str, Literal["strict", "shared", "best-effort"]] = Field(

@@ -187,12 +187,80 @@ def _policy(settings: Settings, target: str) -> Policy:
     return Policy.from_config(cfg)
 
 
+PATCH_HEADER = (
+    "# costctl plan (target {target}): server-side apply configurations, fieldManager=costctl.\n"
+    "# Deployments here are PATCHES (only the fields costctl owns: replicas, GPU limits, MPS env,\n"
+    "# node affinity), not complete manifests; `--manifests` merges them onto the live\n"
+    "# Deployments (or --from-dir DIR). ConfigMaps are completed with the GPU Operator's own\n"
+    "# entries at apply time."
+)
+
+
 def _applier(settings: Settings) -> Any:
+    """The Kubernetes applier; exit 2 with one line when no cluster is configured."""
     if APPLIER_FACTORY is not None:
         return APPLIER_FACTORY(settings)
-    from scheduler.kube import KubeApplier
+    from scheduler.kube import KubeApplier, NoClusterError
 
-    return KubeApplier.from_settings(settings)
+    try:
+        return KubeApplier.from_settings(settings)
+    except NoClusterError as exc:
+        fail(f"{exc}; `costctl plan -o k8s` renders the objects without one")
+
+
+def k8s_objects(
+    c: AppContext, p: Any, snap: Snapshot, target: str, bases: list[dict[str, Any]] | None
+) -> list[dict[str, Any]]:
+    """The plan as Kubernetes objects for ``target`` (bases: complete Deployments onto them)."""
+    from scheduler.kube import render, to_dicts
+    from scheduler.kube.manifests import complete
+
+    r = render(
+        p,
+        snap.gpus,
+        namespace=c.settings.scheduler.kube_namespace,
+        mig_configmap=c.settings.scheduler.mig_parted_configmap,
+        device_plugin_configmap=c.settings.scheduler.device_plugin_configmap,
+        operator_namespace=c.settings.scheduler.gpu_operator_namespace,
+    )
+    if bases is None:
+        return to_dicts(r.objects())
+    try:
+        deployments = complete(r, bases)
+    except LookupError as exc:
+        fail(f"--manifests: {exc}")
+    others = [o for o in to_dicts(r.objects()) if o["kind"] != "Deployment"]
+    return others + deployments
+
+
+def apply_plan(applier: Any, p: Any, snap: Snapshot, target: str, dry_run: bool) -> Any:
+    """Apply (or diff) the plan on the cluster for ``target``; exit 2 on a cluster error."""
+    from scheduler.kube import ApplyError
+
+    try:
+        return applier.apply(p, snap.gpus, dry_run=dry_run, target=target)
+    except (ApplyError, LookupError) as exc:
+        fail(f"kubernetes: {exc}")
+
+
+def _bases(c: AppContext, from_dir: Path | None) -> list[dict[str, Any]]:
+    """Deployments to complete the plan onto: from ``from_dir`` or the cluster."""
+    if from_dir is not None:
+        from scheduler.kube.manifests import read_dir
+
+        try:
+            return read_dir(from_dir)
+        except (OSError, yaml.YAMLError) as exc:
+            fail(f"--from-dir {from_dir}: {exc}")
+    from scheduler.kube import ApplyError, to_dicts
+    from scheduler.kube.render import MODEL_LABEL
+
+    a = _applier(c.settings)
+    try:
+        found = a._retry(a.apps.list_namespaced_deployment, a.namespace, label_selector=MODEL_LABEL)
+    except ApplyError as exc:
+        fail(f"kubernetes: {exc}")
+    return to_dicts(found.items)
 
 
 def register(app: typer.Typer) -> None:
@@ -206,10 +274,26 @@ def register(app: typer.Typer) -> None:
             str, typer.Option("-o", "--output", help="table|json|yaml|k8s")
         ] = "table",
         target: TargetOpt = "device-plugin",
+        manifests: Annotated[
+            bool,
+            typer.Option(
+                "--manifests",
+                help="-o k8s: complete Deployments (the plan merged onto the cluster's or DIR's)",
+            ),
+        ] = False,
+        from_dir: Annotated[
+            Path | None, typer.Option(help="--manifests: read the Deployments from this directory")
+        ] = None,
     ) -> None:
         """Print the packing plan, its cost, and the savings vs current and one-per-GPU."""
         if output not in ("table", "json", "yaml", "k8s"):
             fail(f"--output must be table, json, yaml or k8s, not {output!r}")
+        if (manifests or from_dir is not None) and output != "k8s":
+            fail("--manifests / --from-dir go with -o k8s")
+        if from_dir is not None and not manifests:
+            fail("--from-dir goes with --manifests")
+        if manifests and target != "device-plugin":
+            fail("--manifests goes with --target device-plugin")
         c = get_ctx(ctx)
         policy = _policy(c.settings, target)
         snap = build_snapshot(c, spec)
@@ -226,10 +310,10 @@ def register(app: typer.Typer) -> None:
             objs = render_dra(p, snap.gpus, namespace=ns).objects()
             typer.echo(yaml.safe_dump_all(objs, sort_keys=False))
         elif output == "k8s":
-            from scheduler.kube import render, to_dicts
-
-            ns = c.settings.scheduler.kube_namespace
-            objs = to_dicts(render(p, snap.gpus, namespace=ns).objects())
+            bases = _bases(c, from_dir) if manifests else None
+            objs = k8s_objects(c, p, snap, target, bases)
+            if not manifests:
+                typer.echo(PATCH_HEADER.format(target=target))
             typer.echo(yaml.safe_dump_all(objs, sort_keys=False))
         else:
             typer.echo(_table(d))
@@ -247,13 +331,15 @@ def register(app: typer.Typer) -> None:
         snap = build_snapshot(c, spec)
         p = make_plan(snap, policy)
         applier = _applier(c.settings)
-        result = applier.apply(p, snap.gpus, dry_run=dry_run, target=target)
+        result = apply_plan(applier, p, snap, target, dry_run)
         for ch in result.changes:
             typer.echo(f"{ch.kind}/{ch.name} {ch.field}: {ch.before!r} -> {ch.after!r}"[:300])
         typer.echo(
             f"{len(result.changes)} change(s); "
             + ("dry run, nothing written" if dry_run else f"applied={result.applied}")
         )
+        for n in result.notes:
+            typer.echo(f"note: {n}")
         for e in result.errors:
             typer.echo(f"error: {e}", err=True)
         if result.errors:

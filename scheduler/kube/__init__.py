@@ -4,7 +4,16 @@
 ``render`` turns a plan into kubernetes client models.
 """
 
-from scheduler.kube.apply import ApplyError, ApplyResult, Change, KubeApplier
+from scheduler.kube.apply import ApplyError, ApplyResult, Change, KubeApplier, NoClusterError
 from scheduler.kube.render import Rendered, render, to_dicts
 
-__all__ = ["ApplyError", "ApplyResult", "Change", "KubeApplier", "Rendered", "render", "to_dicts"]
+__all__ = [
+    "ApplyError",
+    "ApplyResult",
+    "Change",
+    "KubeApplier",
+    "NoClusterError",
+    "Rendered",
+    "render",
+    "to_dicts",
+]

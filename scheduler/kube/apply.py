@@ -1,12 +1,13 @@
 """Apply a plan through the real kubernetes client, and scale models (the kill-switch).
 
 Phases (k8s ReservePlugin semantics): **reserve** remembers, in memory, a node's labels
-before we change them; **apply** writes the ConfigMaps (additive), then node by node patches
-``nvidia.com/mig.config`` + ``nvidia.com/device-plugin.config`` in one patch and, when the
-MIG config changes, waits for ``nvidia.com/mig.config.state=success``; on ``failed`` or a
-timeout **unreserve** patches the remembered labels back, so a node is never left
-half-applied; Deployments are patched only when every node succeeded. API errors (429, 5xx,
-connection) are retried with exponential backoff.
+before we change them; **apply** (planapply.py) server-side-applies the ConfigMaps and the
+ClusterPolicy wiring, then node by node drains a node whose MIG layout changes (drain.py),
+patches ``nvidia.com/mig.config`` + ``nvidia.com/device-plugin.config`` in one patch and waits
+for ``nvidia.com/mig.config.state=success``; on ``failed`` or a timeout **unreserve** patches
+the remembered labels back and the node is uncordoned with its replicas restored, so a node is
+never left half-applied; Deployments are applied only when every node succeeded. API errors
+(429, 5xx, connection) are retried with exponential backoff.
 """
 
 from __future__ import annotations
@@ -33,13 +34,24 @@ from scheduler.model import GpuSnapshot, Plan
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-RETRY_STATUS = {409, 429, 500, 502, 503, 504}
+RETRY_STATUS = {429, 500, 502, 503, 504}
+FIELD_MANAGER = "costctl"
+APPLY_PATCH = "application/apply-patch+yaml"
 BEFORE_SCALE = "costctl.io/replicas-before-scale"
 BUSY_STATES = {"pending", "rebooting"}
 
 
 class ApplyError(RuntimeError):
     """The cluster refused a change (after retries)."""
+
+
+class NoClusterError(ApplyError):
+    """No in-cluster config and no kubeconfig: there is no cluster to talk to."""
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's first line, at most 120 characters."""
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:120]
 
 
 @dataclass(frozen=True)
@@ -61,6 +73,7 @@ class ApplyResult:
     applied: bool
     failed_nodes: tuple[str, ...] = ()
     errors: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
 
 
 @dataclass
@@ -70,7 +83,6 @@ class KubeApplier:
     api_client: client.ApiClient
     namespace: str = "default"
     config: SchedulerConfig = field(default_factory=SchedulerConfig)
-    operator_namespace: str = "gpu-operator"
     sleep: Callable[[float], None] = time.sleep
     monotonic: Callable[[], float] = time.monotonic
     poll_s: float = 2.0
@@ -84,7 +96,13 @@ class KubeApplier:
         try:
             kube_config.load_incluster_config()
         except kube_config.ConfigException:
-            kube_config.load_kube_config()
+            try:
+                kube_config.load_kube_config()
+            except (kube_config.ConfigException, OSError) as exc:
+                raise NoClusterError(
+                    "no Kubernetes cluster: neither an in-cluster service account nor a "
+                    f"kubeconfig (KUBECONFIG or ~/.kube/config) was found ({first_line(exc)})"
+                ) from exc
         sched: SchedulerConfig = settings.scheduler
         return cls(client.ApiClient(), sched.kube_namespace, sched)
 
@@ -97,6 +115,72 @@ class KubeApplier:
     def apps(self) -> client.AppsV1Api:
         """Apps v1 API."""
         return client.AppsV1Api(self.api_client)
+
+    @property
+    def custom(self) -> client.CustomObjectsApi:
+        """Custom objects (the GPU Operator's ClusterPolicy)."""
+        return client.CustomObjectsApi(self.api_client)
+
+    @property
+    def operator_namespace(self) -> str:
+        """The GPU Operator's namespace (settings: scheduler.gpu_operator_namespace)."""
+        return self.config.gpu_operator_namespace
+
+    def server_apply(self, body: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
+        """Server-side apply ``body`` (Deployment, ConfigMap or ClusterPolicy) as ``costctl``.
+
+        ``force=true``: costctl takes over fields another manager set (the plan is the
+        authority on what it owns). Returns the object the API server answers.
+        """
+        kw: dict[str, Any] = {
+            "field_manager": FIELD_MANAGER,
+            "force": True,
+            "_content_type": APPLY_PATCH,
+        }
+        if dry_run:
+            kw["dry_run"] = "All"
+        name = body["metadata"]["name"]
+        kind = body["kind"]
+        if kind == "Deployment":
+            got: Any = self._retry(
+                self.apps.patch_namespaced_deployment, name, self.namespace, body, **kw
+            )
+        elif kind == "ConfigMap":
+            got = self._retry(
+                self.core.patch_namespaced_config_map, name, self.operator_namespace, body, **kw
+            )
+        elif kind == "ClusterPolicy":
+            got = self._retry(
+                self.custom.patch_cluster_custom_object,
+                "nvidia.com",
+                "v1",
+                "clusterpolicies",
+                name,
+                body,
+                **kw,
+            )
+        else:
+            raise ValueError(f"no server-side apply for kind {kind}")
+        return dict(got) if isinstance(got, dict) else to_dicts([got])[0]
+
+    def cordon(self, node: str, on: bool) -> None:
+        """Set (or clear) ``spec.unschedulable`` on ``node``."""
+        self._retry(self.core.patch_node, node, {"spec": {"unschedulable": True if on else None}})
+
+    def evict(self, name: str, namespace: str, body: Any) -> str | None:
+        """Evict a pod (policy/v1 Eviction); the refusal's reason, or None when evicted.
+
+        HTTP 429 here is a PodDisruptionBudget that allows no disruption now (not retried).
+        """
+        try:
+            self.core.create_namespaced_pod_eviction(name, namespace, body)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            if exc.status == 429:
+                return f"PodDisruptionBudget refuses evicting {namespace}/{name}"
+            raise ApplyError(f"evict {namespace}/{name}: HTTP {exc.status} {exc.reason}") from exc
+        return None
 
     def _retry(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Call ``fn``; retry 409/429/5xx and connection errors with backoff 0.2 s x 2^n."""
@@ -244,13 +328,13 @@ class KubeApplier:
             return apply_dra_plan(self, plan, gpus, dry_run=dry_run)
         if target != "device-plugin":
             raise ValueError(f"unknown target {target!r}; known: device-plugin, dra")
-        from scheduler.kube.planapply import apply_rendered, diff_rendered
+        from scheduler.kube.planapply import apply_rendered, desired, diff_rendered
 
-        rendered = self.render(plan, gpus)
-        changes = diff_rendered(self, rendered)
+        want = desired(self, self.render(plan, gpus))
+        changes = diff_rendered(self, want)
         if dry_run:
             return ApplyResult(tuple(changes), applied=False)
-        return apply_rendered(self, rendered, changes)
+        return apply_rendered(self, want, changes)
 
     def wait_mig(self, node: str) -> str:
         """Poll ``nvidia.com/mig.config.state`` until success/failed or the timeout."""
@@ -270,5 +354,6 @@ __all__ = [
     "ApplyResult",
     "Change",
     "KubeApplier",
+    "NoClusterError",
     "to_dicts",
 ]

@@ -30,7 +30,7 @@ from scheduler.kube.dra import (
     DraRendered,
     render_dra,
 )
-from scheduler.kube.planapply import _apply_node, _get_configmap
+from scheduler.kube.planapply import _apply_node, _get_configmap, wire_mig_manager
 from scheduler.kube.render import MIG_CONFIG_LABEL, MODEL_LABEL, VARIANT_LABEL
 from scheduler.model import GpuSnapshot, Plan
 
@@ -303,9 +303,10 @@ def apply_dra(a: KubeApplier, r: DraRendered, changes: Sequence[Change]) -> Appl
         a._retry(
             a.core.patch_namespaced_config_map, cm["metadata"]["name"], a.operator_namespace, body
         )
+    wire_mig_manager(a, cm["metadata"]["name"])
     errors, failed = [], []
     for node, labels in sorted(r.node_labels.items()):
-        err = _apply_node(a, node, labels)
+        err, _notes = _apply_node(a, node, labels)
         if err:
             errors.append(err)
             failed.append(node)

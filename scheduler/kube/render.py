@@ -76,6 +76,17 @@ def _variant_key(s: Slot) -> tuple[Mode, str, int | None, int | None]:
     return (s.mode, s.profile or "", s.thread_pct, s.mem_limit_mib)
 
 
+def mps_env(pct: int | None, mem_mib: int | None) -> tuple[tuple[str, str], ...]:
+    """The MPS client limits of a slot; a limit the slot does not carry (a current placement
+    read from the store has none) is left out, never rendered as ``None``."""
+    out: list[tuple[str, str]] = []
+    if pct is not None:
+        out.append(("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE", str(pct)))
+    if mem_mib is not None:
+        out.append(("CUDA_MPS_PINNED_DEVICE_MEM_LIMIT", f"0={mem_mib}M"))
+    return tuple(out)
+
+
 def variants(plan: Plan) -> list[Variant]:
     """Group a plan's slots into Deployment variants (the most replicas keep the base name)."""
     gang: dict[tuple[str, int], int] = Counter(
@@ -98,12 +109,11 @@ def variants(plan: Plan) -> list[Variant]:
         else:
             resource = "nvidia.com/gpu"
             count = gang.get((model, slots[0].replica), 1) if mode is Mode.gpu else 1
-            suffix = {Mode.gpu: f"gpu-x{count}", Mode.timeslice: "ts"}.get(mode, f"mps-{pct}")
+            suffix = {Mode.gpu: f"gpu-x{count}", Mode.timeslice: "ts"}.get(
+                mode, f"mps-{pct}" if pct is not None else "mps"
+            )
             if mode is Mode.mps:
-                env = (
-                    ("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE", str(pct)),
-                    ("CUDA_MPS_PINNED_DEVICE_MEM_LIMIT", f"0={mem}M"),
-                )
+                env = mps_env(pct, mem)
         out.append(Variant(model, dns_name(suffix), mode, resource, count, replicas, nodes, env))
     return out
 

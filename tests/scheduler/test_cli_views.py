@@ -110,7 +110,7 @@ def test_apply_dry_run_then_apply(db: list[str], spec: Path, kube: KubeServer) -
     r = runner.invoke(app, [*db, "apply", "--spec", str(spec), "--dry-run"])
     assert r.exit_code == 0, r.output
     assert "Node/gpu-node-a labels.nvidia.com/mig.config" in r.output and "dry run" in r.output
-    assert not kube.state.configmaps
+    assert ("gpu-operator", "costctl-mig-parted") not in kube.state.configmaps
     r = runner.invoke(app, [*db, "apply", "--spec", str(spec)])
     assert r.exit_code == 0 and "applied=True" in r.output
     assert kube.state.nodes["gpu-node-a"]["metadata"]["labels"]["nvidia.com/mig.config.state"] == (

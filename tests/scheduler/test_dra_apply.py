@@ -134,7 +134,8 @@ def test_apply_creates_claims_and_deployments_then_changes_nothing(
     n = len(kube.state.requests)
     again = a.apply(p, snap.gpus, target="dra")
     assert again.applied and again.changes == ()
-    assert [m for m, _ in kube.state.requests[n:] if m in WRITES] == ["PATCH"]  # the ConfigMap
+    # the ConfigMap, and the ClusterPolicy's MIG manager wiring (a no-op server-side apply)
+    assert [m for m, _ in kube.state.requests[n:] if m in WRITES] == ["PATCH", "PATCH"]
     assert (kube.state.deployments, kube.state.resource) == before
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 
 import kubernetes_validate
@@ -88,13 +89,18 @@ def test_render_contents(planned: tuple[Snapshot, Plan]) -> None:
 
 def test_dry_run_diffs_and_writes_nothing(kube: KubeServer, planned: tuple[Snapshot, Plan]) -> None:
     snap, p = planned
+    before = copy.deepcopy((kube.state.nodes, kube.state.deployments, kube.state.configmaps))
+    policies = copy.deepcopy(kube.state.clusterpolicies)
     result = _applier(kube).apply(p, snap.gpus, dry_run=True)
     assert not result.applied
     kinds = {(c.kind, c.field) for c in result.changes}
     assert ("Node", "labels.nvidia.com/mig.config") in kinds
     assert ("Deployment", "create") in kinds
-    assert all(m == "GET" for m, _ in kube.state.requests)
-    assert not kube.state.configmaps
+    assert ("ClusterPolicy", "spec.migManager.config.name") in kinds
+    # only reads and dryRun=All applies: nothing stored
+    assert {m for m, _ in kube.state.requests} == {"GET", "PATCH"}
+    assert (kube.state.nodes, kube.state.deployments, kube.state.configmaps) == before
+    assert kube.state.clusterpolicies == policies
 
 
 def test_apply_then_dry_run_is_empty(kube: KubeServer, planned: tuple[Snapshot, Plan]) -> None:
