@@ -150,8 +150,9 @@ class UsageBatcher:
                         return
                     wait = self._oldest + self.policy.max_age_s - time.monotonic()
                     self._cv.wait(wait if self._buf else None)
-                batch, self._buf = self._buf, []
-                self._force = False
+                n = self.policy.max_events
+                batch, self._buf = self._buf[:n], self._buf[n:]
+                self._force = self._force and bool(self._buf)
             try:
                 self.client.post_usage(batch, self.stats)
             except (httpx.HTTPError, ValueError) as exc:

@@ -5,8 +5,10 @@ Concurrent usage posts of one worker share a transaction (billing.api.group_comm
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Annotated, Any
+from weakref import WeakKeyDictionary
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
@@ -24,16 +26,23 @@ log = logging.getLogger(__name__)
 # enforcement settling reservations. A failing hook is logged and never fails the ingest:
 # the events are stored, and the hook's owner must catch up from the table.
 USAGE_HOOKS = "usage_hooks"
-# ApiState.extras[GROUP_COMMIT]: the worker's GroupCommit (billing.api.group_commit).
+# ApiState.extras[GROUP_COMMIT]: event loop -> its GroupCommit (billing.api.group_commit).
 GROUP_COMMIT = "usage_group_commit"
 
 
 def _committer(state: ApiState) -> GroupCommit:
-    """The worker's GroupCommit (made on first use, after every extension added its hook)."""
-    gc: GroupCommit | None = state.extras.get(GROUP_COMMIT)
+    """This event loop's GroupCommit (made on first use, after every extension added its hook).
+
+    One per loop: uvicorn runs one loop per worker; a test client may run several.
+    """
+    per_loop: WeakKeyDictionary[asyncio.AbstractEventLoop, GroupCommit] = state.extras.setdefault(
+        GROUP_COMMIT, WeakKeyDictionary()
+    )
+    loop = asyncio.get_running_loop()
+    gc = per_loop.get(loop)
     if gc is None:
         hooks = state.extras.get(USAGE_HOOKS, [])
-        gc = state.extras[GROUP_COMMIT] = GroupCommit(state.engine, hooks, state.config.max_batch)
+        gc = per_loop[loop] = GroupCommit(state.engine, hooks, state.config.max_batch)
     return gc
 
 
