@@ -14,6 +14,9 @@ fi
 if $C bench --help | grep -q " authorize "; then
   $C bench authorize --workers 4 --rps 2000 --seconds 20 --json
 fi
+if $C bench --help | grep -q " gateway "; then
+  $C bench gateway --workers 1 --rps 300 --seconds 20 --batcher-events 200000 --json
+fi
 if $C bench --help | grep -q " dashboard "; then
   $C bench dashboard --events 10000000 --json
 fi

@@ -214,18 +214,44 @@ def usage_rows(
 
 def ingest_usage_rows(engine: Engine, rows: Sequence[tuple[Any, ...]]) -> IngestResult:
     """Store usage rows (USAGE_COLUMNS order) in one transaction, skipping known keys."""
+    return ingest_usage_row_groups(engine, [rows])[0]
+
+
+def ingest_usage_row_groups(
+    engine: Engine, groups: Sequence[Sequence[tuple[Any, ...]]]
+) -> list[IngestResult]:
+    """Store several callers' usage rows in one transaction (one commit for all of them).
+
+    Each group gets its own IngestResult (a key seen in an earlier group counts as a
+    duplicate of the later one); either every group is stored or none is.
+    """
+    table = table_of(UsageEvent)
+    results = []
+    touched: list[Any] = []
     with engine.begin() as conn:
-        inserted = bulk_insert_ignore(conn, table_of(UsageEvent), USAGE_COLUMNS, rows)
-        if inserted:
-            mark_hours(conn, hours_of_instants(r[2] for r in rows), marked_at=utcnow())
-    return IngestResult(received=len(rows), inserted=inserted, duplicates=len(rows) - inserted)
+        for rows in groups:
+            inserted = bulk_insert_ignore(conn, table, USAGE_COLUMNS, rows)
+            if inserted:
+                touched.extend(r[2] for r in rows)
+            results.append(
+                IngestResult(received=len(rows), inserted=inserted, duplicates=len(rows) - inserted)
+            )
+        if touched:
+            mark_hours(conn, hours_of_instants(touched), marked_at=utcnow())
+    return results
 
 
 def ingest_usage(engine: Engine, events: Sequence[UsageEventIn]) -> IngestResult:
     """Store validated usage events in one transaction, exactly once per (source, id)."""
-    return ingest_usage_rows(
-        engine, usage_rows(events, sqlite_text=engine.dialect.name == "sqlite")
-    )
+    return ingest_usage_groups(engine, [events])[0]
+
+
+def ingest_usage_groups(
+    engine: Engine, groups: Sequence[Sequence[UsageEventIn]]
+) -> list[IngestResult]:
+    """Several batches of validated events in one transaction (see ingest_usage_row_groups)."""
+    sqlite = engine.dialect.name == "sqlite"
+    return ingest_usage_row_groups(engine, [usage_rows(g, sqlite_text=sqlite) for g in groups])
 
 
 RESERVED_MSG = "names starting with '__' are reserved for idle and unallocated ledger rows"

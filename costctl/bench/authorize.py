@@ -101,7 +101,7 @@ class Conn:
         return status, headers, data
 
 
-async def _connect(port: int) -> Conn:
+async def connect(port: int) -> Conn:
     r, w = await asyncio.open_connection("127.0.0.1", port)
     return Conn(r, w)
 
@@ -120,8 +120,8 @@ def _body(model: str, customer: str = CUSTOMER) -> bytes:
 
 
 async def _load(port: int, key: str, rps: float, seconds: float, conns: int) -> dict[str, Any]:
-    pool = [await _connect(port) for _ in range(conns)]
-    usage_conn = await _connect(port)
+    pool = [await connect(port) for _ in range(conns)]
+    usage_conn = await connect(port)
     total = int(rps * seconds)
     lat: list[float] = []
     lag: list[float] = []
@@ -147,7 +147,7 @@ async def _load(port: int, key: str, rps: float, seconds: float, conns: int) -> 
                 status, _, data = await c.post("/v1/authorize", _body(MODEL), key)
             except (OSError, asyncio.IncompleteReadError, ValueError):
                 stats["errors"] += 1
-                c = await _connect(port)
+                c = await connect(port)
                 continue
             lat.append(time.perf_counter() - sent)
             if status != 200:
@@ -218,7 +218,7 @@ async def _load(port: int, key: str, rps: float, seconds: float, conns: int) -> 
 async def _propagation(
     port: int, key: str, conns: int, kill_cmd: list[str], env: dict[str, str]
 ) -> dict[str, Any]:
-    pool = [await _connect(port) for _ in range(conns)]
+    pool = [await connect(port) for _ in range(conns)]
     workers_seen: set[str] = set()
     denied_by: dict[str, float] = {}
     stop = False
@@ -261,7 +261,7 @@ def _load_process(port: int, key: str, rps: float, seconds: float, conns: int, o
 
 async def _warmup(port: int, key: str, rps: float, conns: int, seconds: float = 2.0) -> None:
     """Unrecorded traffic (another customer) so workers, pools and scripts are warm."""
-    pool = [await _connect(port) for _ in range(conns)]
+    pool = [await connect(port) for _ in range(conns)]
     total = int(rps * seconds)
     nxt = 0
     t0 = time.perf_counter()
@@ -281,13 +281,37 @@ async def _warmup(port: int, key: str, rps: float, conns: int, seconds: float = 
         c.writer.close()
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-def _wait_ready(port: int, timeout: float = 60) -> None:
+def start_api(port: int, workers: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """`costctl serve`'s API app under uvicorn with ``workers`` processes (own session)."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "costctl.bench.authorize:app_factory",
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        env=env,
+        start_new_session=True,
+    )
+
+
+def wait_ready(port: int, timeout: float = 60) -> None:
     import httpx
 
     deadline = time.time() + timeout
@@ -338,7 +362,7 @@ def run(
     create_key(engine, name="bench", role=ApiRole.admin, customer=None, now=now, key=key)
     spec = BudgetCreate(customer=CUSTOMER, period="daily", limit_usd=budget_usd)  # type: ignore[arg-type]
     set_budget(engine, name="bench", spec=spec, actor="bench", now=now)
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "COSTCTL_DATABASE_URL": url,
@@ -346,28 +370,9 @@ def run(
         "COSTCTL_BILLING__ENFORCEMENT__BACKEND": backend,
         "COSTCTL_BILLING__REQUIRE_AUTH": "true",
     }
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "costctl.bench.authorize:app_factory",
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ],
-        env=env,
-        start_new_session=True,
-    )
+    server = start_api(port, workers, env)
     try:
-        _wait_ready(port)
+        wait_ready(port)
         time.sleep(1.0)  # let every worker start
         ctx = mp.get_context("spawn")
         q = ctx.Queue()

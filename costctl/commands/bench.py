@@ -6,7 +6,7 @@ import importlib
 
 import typer
 
-BENCHES = ("ingest", "attribute", "pack", "authorize", "dashboard", "workers")
+BENCHES = ("ingest", "attribute", "pack", "authorize", "gateway", "dashboard", "workers")
 
 
 def register(app: typer.Typer) -> None:

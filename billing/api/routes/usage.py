@@ -1,16 +1,22 @@
-"""POST /v1/usage and /v1/gpu-samples: validated, de-duplicated, one transaction per batch."""
+"""POST /v1/usage and /v1/gpu-samples: validated, de-duplicated, stored before the ack.
+
+Concurrent usage posts of one worker share a transaction (billing.api.group_commit).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Annotated, Any
+from weakref import WeakKeyDictionary
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 
-from billing.api.deps import IngestDep, StateDep
+from billing.api.deps import ApiState, IngestDep, StateDep
 from billing.api.errors import json_body, unprocessable
-from billing.ingest import ingest_gpu_samples, ingest_usage, validate_usage_batch
+from billing.api.group_commit import GroupCommit
+from billing.ingest import ingest_gpu_samples, validate_usage_batch
 from billing.schemas import USAGE_BATCH, GpuSampleBatch, IngestResult, RejectedEvent
 
 router = APIRouter(prefix="/v1", tags=["ingest"])
@@ -20,6 +26,24 @@ log = logging.getLogger(__name__)
 # enforcement settling reservations. A failing hook is logged and never fails the ingest:
 # the events are stored, and the hook's owner must catch up from the table.
 USAGE_HOOKS = "usage_hooks"
+# ApiState.extras[GROUP_COMMIT]: event loop -> its GroupCommit (billing.api.group_commit).
+GROUP_COMMIT = "usage_group_commit"
+
+
+def _committer(state: ApiState) -> GroupCommit:
+    """This event loop's GroupCommit (made on first use, after every extension added its hook).
+
+    One per loop: uvicorn runs one loop per worker; a test client may run several.
+    """
+    per_loop: WeakKeyDictionary[asyncio.AbstractEventLoop, GroupCommit] = state.extras.setdefault(
+        GROUP_COMMIT, WeakKeyDictionary()
+    )
+    loop = asyncio.get_running_loop()
+    gc = per_loop.get(loop)
+    if gc is None:
+        hooks = state.extras.get(USAGE_HOOKS, [])
+        gc = per_loop[loop] = GroupCommit(state.engine, hooks, state.config.max_batch)
+    return gc
 
 
 def _events(body: Any) -> list[Any]:
@@ -71,12 +95,7 @@ async def post_usage(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             detail=[{**e, "loc": ["body", *e["loc"]]} for e in errors],
         )
-    result = await run_in_threadpool(ingest_usage, state.engine, good)
-    for hook in state.extras.get(USAGE_HOOKS, ()):
-        try:
-            await run_in_threadpool(hook, good)
-        except Exception:
-            log.exception("usage hook %r failed", hook)
+    result = await _committer(state).submit(good)
     rejected_idx = sorted({e["index"] for e in errors})
     return IngestResult(
         received=len(events),
