@@ -7,7 +7,6 @@ their burn, which a read key may do (a tenant key sees only its customer's budge
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -24,26 +23,21 @@ from fastapi import (
     status,
 )
 from fastapi.concurrency import run_in_threadpool
-from fastapi.security import HTTPAuthorizationCredentials
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from billing.api.deps import (
-    API_KEY_HEADER,
-    BEARER,
-    KEY_CACHE,
     AdminDep,
     ApiState,
+    HotIngestDep,
     IngestDep,
     NowDep,
     ReadDep,
     StateDep,
     get_now,
-    principal_of,
 )
 from billing.api.errors import unprocessable
 from billing.api.routes.health import READINESS
 from billing.api.routes.usage import USAGE_HOOKS
-from billing.apikeys import Principal
 from billing.enforcement.backend import DeploymentScaler
 from billing.enforcement.burn import budget_burn
 from billing.enforcement.domain import AuthorizeRequest
@@ -74,50 +68,12 @@ from billing.enforcement.store import (
     set_budget,
     set_rate_limit,
 )
-from billing.models import ApiRole
 from billing.schemas import UsageEventIn
 
 ENFORCER = "enforcer"
 
 router = APIRouter(prefix="/v1", tags=["enforcement"])
 metrics_router = APIRouter(tags=["metrics"])
-
-
-# A revoked key stops authorizing within KEY_CACHE_S in every worker (at once in the worker
-# that revoked it: DELETE /v1/keys clears that worker's cache).
-KEY_CACHE_S = 1.0
-
-
-async def hot_principal(
-    request: Request,
-    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)] = None,
-    x_api_key: Annotated[str | None, Depends(API_KEY_HEADER)] = None,
-) -> Principal:
-    """Like ``get_principal`` + ingest role, caching a verified key for KEY_CACHE_S seconds.
-
-    Details: an async dependency (no thread hop) that saves a database read per authorize;
-    a revoked key stops working here within KEY_CACHE_S seconds.
-    """
-    state: ApiState = request.app.state.costctl
-    bearer_key = bearer.credentials if bearer else None
-    key = bearer_key or x_api_key
-    cache: dict[str, tuple[Principal, float]] = state.extras.setdefault(KEY_CACHE, {})
-    hit = cache.get(key or "")
-    t = time.monotonic()
-    if hit is not None and hit[1] > t:
-        principal = hit[0]
-    else:
-        principal = await run_in_threadpool(principal_of, state, bearer_key, x_api_key)
-        if key:
-            if len(cache) > 10_000:
-                cache.clear()
-            cache[key] = (principal, t + KEY_CACHE_S)
-    if not principal.can(ApiRole.ingest):
-        raise HTTPException(
-            status.HTTP_403_FORBIDDEN,
-            f"role {principal.role.value!r} may not do this; needs ingest",
-        )
-    return principal
 
 
 async def hot_now(request: Request) -> datetime:
@@ -130,9 +86,6 @@ async def hot_enforcer(request: Request) -> Enforcer:
     """The worker's Enforcer without a thread hop."""
     enf: Enforcer = request.app.state.costctl.extras[ENFORCER]
     return enf
-
-
-HotIngestDep = Annotated[Principal, Depends(hot_principal)]
 
 
 def get_enforcer(state: StateDep) -> Enforcer:

@@ -13,7 +13,7 @@ from weakref import WeakKeyDictionary
 from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 
-from billing.api.deps import ApiState, IngestDep, StateDep
+from billing.api.deps import ApiState, HotIngestDep, HotStateDep, IngestDep, StateDep
 from billing.api.errors import json_body, unprocessable
 from billing.api.group_commit import GroupCommit
 from billing.ingest import ingest_gpu_samples, validate_usage_batch
@@ -71,8 +71,8 @@ _USAGE_BODY = {
 @router.post("/usage", response_model=IngestResult, openapi_extra=_USAGE_BODY)
 async def post_usage(
     request: Request,
-    state: StateDep,
-    _principal: IngestDep,
+    state: HotStateDep,
+    _principal: HotIngestDep,
     partial: Annotated[
         bool, Query(description="Store the good events of a batch that has bad ones.")
     ] = False,
