@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from billing.attribution import attribute
+from billing.attribution import attribute, half_up_cents
 from billing.config import AttributionWeights
 from billing.gputime import gpu_time
 from billing.models import UNALLOCATED, UNPRICED
@@ -426,3 +426,15 @@ def test_rank_keys_give_the_same_answer_as_offset_keys(monkeypatch: pytest.Monke
     ranked = gpu_time(**kw)  # type: ignore[arg-type]
     for name in ("models", "unallocated", "metered"):
         pd.testing.assert_frame_equal(getattr(offset, name), getattr(ranked, name))
+
+
+def test_an_hours_cents_do_not_depend_on_how_its_float_sum_was_added() -> None:
+    """0.325 USD summed two ways lands on either side of 32.5 cents in float; both are 33."""
+    one = 0.0
+    for x in (0.015, 0.045, 0.055, 0.21):
+        one += x
+    other = 0.0
+    for x in (0.015, 0.205, 0.035, 0.07):
+        other += x
+    assert one * 100 < 32.5 <= other * 100  # old half-up: 32 and 33
+    assert half_up_cents(pd.Series([one, other, 0.324999, 0.0])).tolist() == [33, 33, 32, 0]
