@@ -147,7 +147,7 @@ class PackState:
             return 0
         cpu, mem = self.host_free(node)
         ratio = self.per_gpu.servable(cpu, mem) / free
-        return max(0, min(BALANCE_LEVELS, int(ratio * 4)))
+        return BALANCE_LEVELS if ratio == math.inf else max(0, min(BALANCE_LEVELS, int(ratio * 4)))
 
     def host_fits(self, node: str, w: Workload) -> bool:
         """Whether the node's CPU and memory left take one replica of ``w`` (one GPU's part)."""
