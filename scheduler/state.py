@@ -2,7 +2,8 @@
 
 Mutable and private to ``scheduler.planner``; plugins only ever see frozen ``GpuUse`` views.
 Details: free GPUs are grouped by (type, pricing class, price, node sharing, eighth of the node's
-CPU/memory left) and one representative per group is offered (equivalent GPUs score alike;
+CPU/memory left, the node's free host per free GPU in quarters of the demand's host per GPU) and
+one representative per group is offered (equivalent GPUs score alike;
 the first few of a group are checked for the replica's CPU and memory), open MPS/time-slice GPUs are
 bucketed by the smaller of their free SM share and free memory (in 1/1000 of the GPU), so
 that a replica is offered the tightest few that can hold both, not all of them (a GPU whose

@@ -1,4 +1,4 @@
-"""HostBalance and NodePack: whole-GPU replicas do not strand a node's GPUs by exhausting its CPU."""
+"""HostBalance and NodePack: whole-GPU replicas do not strand GPUs by exhausting node CPU."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from scheduler.plugins.host_balance import host_balance_score
 from scheduler.policy import DEFAULT_WEIGHTS, Policy
 from tests.scheduler.builders import fleet, workload
 
-OLD = Policy(weights=tuple((n, w) for n, w in DEFAULT_WEIGHTS if n not in ("HostBalance", "NodePack")))
+NEW_SCORES = ("HostBalance", "NodePack")
+OLD = Policy(weights=tuple((n, w) for n, w in DEFAULT_WEIGHTS if n not in NEW_SCORES))
 
 
 def _snap() -> Snapshot:
