@@ -43,7 +43,7 @@ class SchedulerConfig(BaseModel):
             "Efficiency": 2,
             "IsolationMatch": 1,
             "Stability": 1,
-            "HostBalance": 12,
+            "HostBalance": 13,
             "NodePack": 6,
         }
     )

@@ -1,4 +1,4 @@
-"""Score: how much of the node's GPU capacity is already held (node-level best fit).
+"""Score: how much of the node's GPU capacity is held after the placement (node-level best fit).
 
 Filling nodes one at a time keeps the nodes of one sharing config (whole GPUs, MPS,
 time-slicing) few, so fewer GPUs are left on nodes whose config or host a later replica
@@ -12,8 +12,9 @@ from scheduler.model import Workload
 
 
 class NodePackScore:
-    """Fuller nodes score higher: held GPU capacity / node capacity x 100, before the placement
-    (so a request that holds more than another on the same node does not score higher)."""
+    """Fuller nodes score higher: (held GPU capacity + what the replica needs of this GPU) /
+    node capacity x 100. The replica's need, not its request, so that a coarser equal MPS
+    share (which holds more than is needed) does not score higher."""
 
     name = "NodePack"
 
@@ -21,5 +22,6 @@ class NodePackScore:
         """0 when the node's GPU capacity is unknown (0)."""
         if gpu.node_gpu_milli <= 0:
             return 0
-        used = gpu.node_gpu_milli - gpu.node_gpu_free_milli
+        need = min(1000, round(w.compute_on(gpu.gpu_type) * 1000))
+        used = gpu.node_gpu_milli - gpu.node_gpu_free_milli + need
         return max(0, min(MAX_SCORE, round(used / gpu.node_gpu_milli * MAX_SCORE)))
