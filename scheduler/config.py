@@ -7,7 +7,15 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator
 
 KNOWN_MODES = ("gpu", "mig", "mps", "timeslice")
-KNOWN_SCORES = ("Price", "MostAllocated", "Efficiency", "IsolationMatch", "Stability")
+KNOWN_SCORES = (
+    "Price",
+    "MostAllocated",
+    "Efficiency",
+    "IsolationMatch",
+    "Stability",
+    "HostBalance",
+    "NodePack",
+)
 
 
 class SchedulerConfig(BaseModel):
@@ -35,6 +43,8 @@ class SchedulerConfig(BaseModel):
             "Efficiency": 2,
             "IsolationMatch": 1,
             "Stability": 1,
+            "HostBalance": 13,
+            "NodePack": 6,
         }
     )
     max_mps_clients: int = Field(default=48, ge=1, le=48)

@@ -54,6 +54,8 @@ class GpuUse:
     current_models: frozenset[str] = frozenset()
     node_cpu_free: float = float("inf")  # allocatable CPU (milli) of the node not yet requested
     node_mem_free_mib: float = float("inf")  # allocatable memory (MiB) not yet requested
+    node_gpu_free_milli: int = 0  # the node's GPU capacity not yet held (1000 per GPU)
+    node_gpu_milli: int = 0  # the node's GPU capacity (1000 per GPU)
 
 
 class FilterPlugin(Protocol):

@@ -26,8 +26,10 @@ from scheduler.model import (
 from scheduler.plan_result import build_plan, keep_current
 from scheduler.plugins.efficiency import EfficiencyScore
 from scheduler.plugins.filters import NODE_SHARING, FitFilter, GpuTypeFilter, NodeSharingFilter
+from scheduler.plugins.host_balance import HostBalanceScore
 from scheduler.plugins.isolation_match import IsolationMatchScore
 from scheduler.plugins.most_allocated import MostAllocatedScore
+from scheduler.plugins.node_pack import NodePackScore
 from scheduler.plugins.price import PriceScore
 from scheduler.plugins.stability import StabilityScore
 from scheduler.policy import Policy
@@ -54,6 +56,8 @@ def make_framework(snapshot: Snapshot, policy: Policy) -> Framework:
             EfficiencyScore(),
             IsolationMatchScore(),
             StabilityScore(),
+            HostBalanceScore(),
+            NodePackScore(),
         )
     }
     unknown = [n for n, _ in policy.weights if n not in scorers]

@@ -12,6 +12,8 @@ DEFAULT_WEIGHTS: tuple[tuple[str, int], ...] = (
     ("Efficiency", 2),
     ("IsolationMatch", 1),
     ("Stability", 1),
+    ("HostBalance", 13),
+    ("NodePack", 6),
 )
 
 

@@ -2,7 +2,8 @@
 
 Mutable and private to ``scheduler.planner``; plugins only ever see frozen ``GpuUse`` views.
 Details: free GPUs are grouped by (type, pricing class, price, node sharing, eighth of the node's
-CPU/memory left) and one representative per group is offered (equivalent GPUs score alike;
+CPU/memory left, the node's free host per free GPU in quarters of the demand's host per GPU) and
+one representative per group is offered (equivalent GPUs score alike;
 the first few of a group are checked for the replica's CPU and memory), open MPS/time-slice GPUs are
 bucketed by the smaller of their free SM share and free memory (in 1/1000 of the GPU), so
 that a replica is offered the tightest few that can hold both, not all of them (a GPU whose
@@ -14,19 +15,21 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 from scheduler.catalog import gpu_type
 from scheduler.framework import GpuUse, Request
 from scheduler.model import GpuSnapshot, Mode, NodeSharing, Snapshot, Workload
 from scheduler.plugins.filters import NODE_SHARING
+from scheduler.plugins.host_balance import HostPerGpu
 
 BUCKET = 10  # milli per free-compute bucket
 N_BUCKETS = 1000 // BUCKET + 1
 SCAN = 16  # GPUs examined per bucket for an exact fit
 HOST_LEVELS = 8  # free GPUs are grouped by how much of their node's CPU/memory is left
-FreeKey = tuple[str, str, float, NodeSharing | None, int, int]
+BALANCE_LEVELS = 8  # ... and by the host they have per free GPU (in quarters of the demand's)
+FreeKey = tuple[str, str, float, NodeSharing | None, int, int, int]
 
 
 @dataclass
@@ -73,6 +76,7 @@ class PackState:
         self.node_mps_replicas: dict[str, int] = defaultdict(int)
         self.node_open: dict[str, int] = defaultdict(int)
         self.node_free: dict[str, list[int]] = defaultdict(list)
+        self.node_gpu_free: dict[str, int] = defaultdict(int)  # GPU milli not yet held
         self.free: dict[FreeKey, list[int]] = {}
         self.free_keys: dict[str, list[FreeKey]] = defaultdict(list)
         self.open_shared: dict[tuple[Mode, str, int], list[dict[int, None]]] = {}
@@ -86,9 +90,13 @@ class PackState:
             for n in snapshot.nodes
         }
         self.host_used: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+        self.per_gpu = HostPerGpu.of(snapshot)
         self.types = sorted({g.snap.gpu_type for g in self.gpus})
+        self.node_gpus = Counter(g.snap.node for g in self.gpus)
         for g in self.gpus:
             self.node_free[g.snap.node].append(g.pos)
+            self.node_gpu_free[g.snap.node] += 1000
+        for g in self.gpus:
             self._push_free(g.pos)
         self._views: dict[int, GpuUse] = {}
 
@@ -109,6 +117,7 @@ class PackState:
             self.node_sharing[s.node],
             self._host_level(s.node),
             self.node_mps_replicas[s.node],
+            self._balance_level(s.node),
         )
 
     def host_free(self, node: str) -> tuple[float, float]:
@@ -130,6 +139,17 @@ class PackState:
         )
         return max(0, min(HOST_LEVELS - 1, int(frac * HOST_LEVELS)))
 
+    def _node_levels(self, node: str) -> tuple[int, int]:
+        return (self._host_level(node), self._balance_level(node))
+
+    def _balance_level(self, node: str) -> int:
+        free = self.node_gpu_free[node] / 1000
+        if free <= 0:
+            return 0
+        cpu, mem = self.host_free(node)
+        ratio = self.per_gpu.servable(cpu, mem) / free
+        return BALANCE_LEVELS if ratio == math.inf else max(0, min(BALANCE_LEVELS, int(ratio * 4)))
+
     def host_fits(self, node: str, w: Workload) -> bool:
         """Whether the node's CPU and memory left take one replica of ``w`` (one GPU's part)."""
         cpu, mem = self.host_free(node)
@@ -147,6 +167,7 @@ class PackState:
             and cached.node_mps_replicas == self.node_mps_replicas[cached.node]
             and cached.node_cpu_free == cpu
             and cached.node_mem_free_mib == mem
+            and cached.node_gpu_free_milli == self.node_gpu_free[cached.node]
         ):
             return cached
         view = GpuUse(
@@ -167,6 +188,8 @@ class PackState:
             current_models=g.current_models,
             node_cpu_free=cpu,
             node_mem_free_mib=mem,
+            node_gpu_free_milli=self.node_gpu_free[g.snap.node],
+            node_gpu_milli=1000 * self.node_gpus[g.snap.node],
         )
         self._views[pos] = view
         return view
@@ -274,7 +297,9 @@ class PackState:
         """Place a replica (the caller has run the filters)."""
         g = self.gpus[pos]
         node = g.snap.node
+        levels = self._node_levels(node)
         self._charge_host(node, w, 1.0)
+        self.node_gpu_free[node] -= req.compute_milli
         if g.mode is None:
             self.node_free[node].remove(pos)
             self.node_open[node] += 1
@@ -289,15 +314,23 @@ class PackState:
         g.mem_used += req.mem_mib
         g.members.append(Member(w, replica, req))
         self._index(g)
+        if self._node_levels(node) != levels:
+            for p in self.node_free[node]:
+                self._push_free(p)
 
     def remove(self, pos: int, member: Member) -> None:
         """Take a replica off a GPU; an emptied GPU (and node) becomes free again."""
         g = self.gpus[pos]
+        levels = self._node_levels(g.snap.node)
         self._charge_host(g.snap.node, member.w, -1.0)
+        self.node_gpu_free[g.snap.node] += member.req.compute_milli
         self._unindex(g)
         g.members.remove(member)
         g.compute_used -= member.req.compute_milli
         g.mem_used -= member.req.mem_mib
+        if self._node_levels(g.snap.node) != levels:
+            for p in self.node_free[g.snap.node]:
+                self._push_free(p)
         if g.members:
             self._index(g)
             return
@@ -318,14 +351,10 @@ class PackState:
         """Book (sign 1) or release (-1) one GPU's part of a replica's CPU and memory."""
         if node not in self.host_cap or (w.cpu_milli == 0 and w.host_mem_mib == 0):
             return
-        before = self._host_level(node)
         k = max(1, w.gpus)
         used = self.host_used[node]
         used[0] += sign * w.cpu_milli / k
         used[1] += sign * w.host_mem_mib / k
-        if self._host_level(node) != before:
-            for p in self.node_free[node]:
-                self._push_free(p)
 
     def open_gpus(self) -> list[GpuState]:
         """GPUs holding at least one replica, in fleet order."""
