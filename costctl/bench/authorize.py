@@ -27,11 +27,15 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from sqlalchemy.engine import Engine
 
 from costctl.bench.common import emit
 
@@ -325,6 +329,101 @@ def wait_ready(port: int, timeout: float = 60) -> None:
     raise RuntimeError("uvicorn did not come up")
 
 
+@dataclass(frozen=True)
+class ServedBudget:
+    """A bench store (an admin key, one customer budget) served by uvicorn on ``port``."""
+
+    engine: Engine
+    url: str
+    key: str
+    port: int
+    env: dict[str, str]
+
+
+@contextmanager
+def served_budget(
+    *,
+    tag: str,
+    workers: int,
+    budget_usd: float,
+    backend: str,
+    database_url: str | None,
+    redis_url: str | None,
+) -> Iterator[ServedBudget]:
+    """A fresh store (``database_url`` or a temp SQLite file; Redis keys of enforcement
+    cleared) with one daily budget of ``budget_usd`` for CUSTOMER, served by ``workers``
+    uvicorn workers with the ``backend`` reservations; stopped and removed on exit."""
+    from billing.apikeys import create_key, new_key
+    from billing.db import init_db, make_engine
+    from billing.enforcement import models as _m  # noqa: F401
+    from billing.enforcement.redis_backend import PREFIX
+    from billing.enforcement.schemas import BudgetCreate
+    from billing.enforcement.store import set_budget
+    from billing.models import ApiRole
+
+    tmp = Path(tempfile.mkdtemp(prefix=f"costctl-bench-{tag}-"))
+    url = database_url or f"sqlite:///{tmp / 'bench.db'}"
+    engine = make_engine(url)
+    init_db(engine)
+    if redis_url:
+        import redis as redis_lib
+
+        r = redis_lib.Redis.from_url(redis_url)
+        for k in r.scan_iter(f"{PREFIX}*"):
+            r.delete(k)
+    now = datetime.now(UTC)
+    key = new_key()
+    create_key(engine, name="bench", role=ApiRole.admin, customer=None, now=now, key=key)
+    spec = BudgetCreate(customer=CUSTOMER, period="daily", limit_usd=budget_usd)  # type: ignore[arg-type]
+    set_budget(engine, name="bench", spec=spec, actor="bench", now=now)
+    port = free_port()
+    env = {
+        **os.environ,
+        "COSTCTL_DATABASE_URL": url,
+        "COSTCTL_BILLING__ENFORCEMENT__BACKEND": backend,
+        "COSTCTL_BILLING__REQUIRE_AUTH": "true",
+    }
+    env.pop("COSTCTL_REDIS_URL", None)
+    if redis_url:
+        env["COSTCTL_REDIS_URL"] = redis_url
+    server = start_api(port, workers, env)
+    try:
+        wait_ready(port)
+        time.sleep(1.0)  # let every worker start
+        yield ServedBudget(engine, url, key, port, env)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+        engine.dispose()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def budget_outcome(
+    served: ServedBudget, backend: str, redis_url: str | None, budget_usd: float
+) -> dict[str, Any]:
+    """The bench budget's spent (the database's truth) + still reserved, against its limit."""
+    from billing.enforcement.backend import ReservationBackend
+    from billing.enforcement.burn import budget_burn
+    from billing.enforcement.config import EnforcementConfig
+    from billing.enforcement.redis_backend import RedisReservations
+    from billing.enforcement.sql_backend import SqlReservations
+
+    res: ReservationBackend = (
+        RedisReservations(redis_url)
+        if backend == "redis" and redis_url
+        else SqlReservations(served.engine)
+    )
+    burn = budget_burn(served.engine, EnforcementConfig(), datetime.now(UTC), reservations=res)
+    spent, reserved = burn[0].spent_micros / 1e6, burn[0].reserved_micros / 1e6
+    return {
+        "database": served.url.split(":", 1)[0],
+        "budget_usd": budget_usd,
+        "spent_usd": round(spent, 6),
+        "reserved_usd": round(reserved, 6),
+        "overshoot_usd": round(max(0.0, spent + reserved - budget_usd), 6),
+    }
+
+
 def run(
     *,
     workers: int,
@@ -337,43 +436,18 @@ def run(
     connections: int,
 ) -> dict[str, Any]:
     """The whole benchmark; returns the result row."""
-    import redis as redis_lib
-
-    from billing.apikeys import create_key, new_key
-    from billing.db import init_db, make_engine
-    from billing.enforcement import models as _m  # noqa: F401
-    from billing.enforcement.burn import budget_burn
     from billing.enforcement.config import EnforcementConfig
-    from billing.enforcement.redis_backend import PREFIX, RedisReservations
-    from billing.enforcement.schemas import BudgetCreate
-    from billing.enforcement.sql_backend import SqlReservations
-    from billing.enforcement.store import list_kill_switches, set_budget
-    from billing.models import ApiRole
+    from billing.enforcement.store import list_kill_switches
 
-    tmp = Path(tempfile.mkdtemp(prefix="costctl-bench-authorize-"))
-    url = database_url or f"sqlite:///{tmp / 'bench.db'}"
-    engine = make_engine(url)
-    init_db(engine)
-    r = redis_lib.Redis.from_url(redis_url)
-    for k in r.scan_iter(f"{PREFIX}*"):
-        r.delete(k)
-    now = datetime.now(UTC)
-    key = new_key()
-    create_key(engine, name="bench", role=ApiRole.admin, customer=None, now=now, key=key)
-    spec = BudgetCreate(customer=CUSTOMER, period="daily", limit_usd=budget_usd)  # type: ignore[arg-type]
-    set_budget(engine, name="bench", spec=spec, actor="bench", now=now)
-    port = free_port()
-    env = {
-        **os.environ,
-        "COSTCTL_DATABASE_URL": url,
-        "COSTCTL_REDIS_URL": redis_url,
-        "COSTCTL_BILLING__ENFORCEMENT__BACKEND": backend,
-        "COSTCTL_BILLING__REQUIRE_AUTH": "true",
-    }
-    server = start_api(port, workers, env)
-    try:
-        wait_ready(port)
-        time.sleep(1.0)  # let every worker start
+    with served_budget(
+        tag="authorize",
+        workers=workers,
+        budget_usd=budget_usd,
+        backend=backend,
+        database_url=database_url,
+        redis_url=redis_url,
+    ) as served:
+        port, key = served.port, served.key
         ctx = mp.get_context("spawn")
         q = ctx.Queue()
         loader = ctx.Process(target=_load_process, args=(port, key, rps, seconds, connections, q))
@@ -381,13 +455,7 @@ def run(
         result = q.get(timeout=seconds * 10 + 120)
         loader.join(timeout=30)
         time.sleep(0.5)
-        cfg = EnforcementConfig()
-        res_backend = (
-            RedisReservations(redis_url) if backend == "redis" else SqlReservations(engine)
-        )
-        burn = budget_burn(engine, cfg, datetime.now(UTC), reservations=res_backend)[0]
-        spent = burn.spent_micros / 1e6
-        reserved = burn.reserved_micros / 1e6
+        outcome = budget_outcome(served, backend, redis_url, budget_usd)
         costctl = str(Path(sys.executable).with_name("costctl"))
         kill_cmd = [
             costctl,
@@ -398,16 +466,11 @@ def run(
             "bench propagation",
             "--no-scale",
         ]
-        prop = asyncio.run(_propagation(port, key, max(connections // 2, 8), kill_cmd, env))
-        ks = [k for k in list_kill_switches(engine) if k.target == KILL_MODEL]
+        prop = asyncio.run(_propagation(port, key, max(connections // 2, 8), kill_cmd, served.env))
+        ks = [k for k in list_kill_switches(served.engine) if k.target == KILL_MODEL]
         committed = ks[0].created_at.timestamp() if ks else float("nan")
         last = max(prop["denied_at"].values()) if prop["denied_at"] else float("nan")
         all_denied = set(prop["workers"]) <= set(prop["denied_at"])
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
-        engine.dispose()
-        shutil.rmtree(tmp, ignore_errors=True)
     return {
         "bench": "authorize",
         **result,
@@ -415,12 +478,8 @@ def run(
         "target_rps": rps,
         "seconds": seconds,
         "backend": backend,
-        "database": url.split(":", 1)[0],
-        "budget_usd": budget_usd,
-        "spent_usd": round(spent, 6),
-        "reserved_usd": round(reserved, 6),
-        "overshoot_usd": round(max(0.0, spent + reserved - budget_usd), 6),
-        "reservation_usd": EST_TOKENS * cfg.default_price.output_usd_per_mtok / 1e6,
+        **outcome,
+        "reservation_usd": EST_TOKENS * EnforcementConfig().default_price.output_usd_per_mtok / 1e6,
         "kill_workers_probed": len(prop["workers"]),
         "kill_all_workers_denied": all_denied,
         "kill_propagation_ms": round((last - committed) * 1000, 1) if all_denied else None,

@@ -21,13 +21,9 @@ import json
 import multiprocessing as mp
 import os
 import random
-import shutil
-import signal
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -39,10 +35,9 @@ from costctl.bench.authorize import (
     Conn,
     _body,
     _warmup,
+    budget_outcome,
     connect,
-    free_port,
-    start_api,
-    wait_ready,
+    served_budget,
 )
 from costctl.bench.common import emit
 
@@ -176,67 +171,29 @@ def run(
     """The whole benchmark; returns the result row."""
     from sqlalchemy import func, select
 
-    from billing.apikeys import create_key, new_key
-    from billing.db import init_db, make_engine
-    from billing.enforcement.backend import ReservationBackend
-    from billing.enforcement.burn import budget_burn
-    from billing.enforcement.config import EnforcementConfig
-    from billing.enforcement.redis_backend import PREFIX, RedisReservations
-    from billing.enforcement.schemas import BudgetCreate
-    from billing.enforcement.sql_backend import SqlReservations
-    from billing.enforcement.store import set_budget
-    from billing.models import ApiRole, UsageEvent, table_of
+    from billing.models import UsageEvent, table_of
 
-    tmp = Path(tempfile.mkdtemp(prefix="costctl-bench-gateway-"))
-    url = database_url or f"sqlite:///{tmp / 'bench.db'}"
-    engine = make_engine(url)
-    init_db(engine)
-    if redis_url:
-        import redis as redis_lib
-
-        r = redis_lib.Redis.from_url(redis_url)
-        for k in r.scan_iter(f"{PREFIX}*"):
-            r.delete(k)
-    now = datetime.now(UTC)
-    key = new_key()
-    create_key(engine, name="bench", role=ApiRole.admin, customer=None, now=now, key=key)
-    spec = BudgetCreate(customer=CUSTOMER, period="daily", limit_usd=budget_usd)  # type: ignore[arg-type]
-    set_budget(engine, name="bench", spec=spec, actor="bench", now=now)
-    port = free_port()
-    env = {
-        **os.environ,
-        "COSTCTL_DATABASE_URL": url,
-        "COSTCTL_BILLING__ENFORCEMENT__BACKEND": "redis" if redis_url else "sql",
-        "COSTCTL_BILLING__REQUIRE_AUTH": "true",
-    }
-    env.pop("COSTCTL_REDIS_URL", None)
-    if redis_url:
-        env["COSTCTL_REDIS_URL"] = redis_url
-    server = start_api(port, workers, env)
-    try:
-        wait_ready(port)
-        time.sleep(1.0)  # let every worker start
+    backend = "redis" if redis_url else "sql"
+    with served_budget(
+        tag="gateway",
+        workers=workers,
+        budget_usd=budget_usd,
+        backend=backend,
+        database_url=database_url,
+        redis_url=redis_url,
+    ) as served:
         ctx = mp.get_context("spawn")
         q = ctx.Queue()
-        args = (port, key, rps, seconds, connections, batcher_events, q)
+        args = (served.port, served.key, rps, seconds, connections, batcher_events, q)
         client = ctx.Process(target=_client, args=args)
         client.start()
         result = q.get(timeout=seconds * 20 + 300)
         client.join(timeout=30)
         time.sleep(0.5)
-        res: ReservationBackend = (
-            RedisReservations(redis_url) if redis_url else SqlReservations(engine)
-        )
-        burn = budget_burn(engine, EnforcementConfig(), datetime.now(UTC), reservations=res)
-        spent, reserved = burn[0].spent_micros / 1e6, burn[0].reserved_micros / 1e6
+        outcome = budget_outcome(served, backend, redis_url, budget_usd)
         u = table_of(UsageEvent).c
-        with engine.connect() as conn:
+        with served.engine.connect() as conn:
             stored = conn.execute(select(func.count()).where(u.customer == "batched")).scalar()
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
-        engine.dispose()
-        shutil.rmtree(tmp, ignore_errors=True)
     return {
         "bench": "gateway",
         **result,
@@ -244,12 +201,8 @@ def run(
         "workers": workers,
         "target_rps": rps,
         "seconds": seconds,
-        "backend": "redis" if redis_url else "sql",
-        "database": url.split(":", 1)[0],
-        "budget_usd": budget_usd,
-        "spent_usd": round(spent, 6),
-        "reserved_usd": round(reserved, 6),
-        "overshoot_usd": round(max(0.0, spent + reserved - budget_usd), 6),
+        "backend": backend,
+        **outcome,
         "load_avg_1m": round(os.getloadavg()[0], 2),
     }
 
