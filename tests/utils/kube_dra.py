@@ -31,7 +31,8 @@ Store = dict[tuple[str, str], dict[str, Any]]
 Result = tuple[int, dict[str, Any]]
 
 
-def _status(code: int, reason: str, message: str) -> dict[str, Any]:
+def status_body(code: int, reason: str, message: str) -> dict[str, Any]:
+    """A failure ``Status`` object as the API server sends it."""
     return {
         "kind": "Status",
         "apiVersion": "v1",
@@ -63,9 +64,9 @@ def route_resource(
     if name is None and method == "POST":
         return _create(store, ns, kind, body())
     if name is None:
-        return 405, _status(405, "MethodNotAllowed", method)
+        return 405, status_body(405, "MethodNotAllowed", method)
     if (ns, name) not in store:
-        return 404, _status(404, "NotFound", f'{resource} "{name}" not found')
+        return 404, status_body(404, "NotFound", f'{resource} "{name}" not found')
     have = store[(ns, name)]
     if method == "GET":
         return 200, have
@@ -74,21 +75,21 @@ def route_resource(
     if method in ("PUT", "PATCH"):
         new = body() if method == "PUT" else merge(have, body())
         if new.get("spec") != have.get("spec"):
-            return 422, _status(422, "Invalid", f"{kind} {name}: spec: field is immutable")
+            return 422, status_body(422, "Invalid", f"{kind} {name}: spec: field is immutable")
         new["metadata"] = {**new.get("metadata", {}), "uid": have["metadata"]["uid"]}
         store[(ns, name)] = new
         return 200, new
-    return 405, _status(405, "MethodNotAllowed", method)
+    return 405, status_body(405, "MethodNotAllowed", method)
 
 
 def _create(store: Store, ns: str, kind: str, obj: Any) -> Result:
     if not isinstance(obj, dict) or obj.get("apiVersion") != API or obj.get("kind") != kind:
-        return 400, _status(400, "BadRequest", f"expected {API} {kind}")
+        return 400, status_body(400, "BadRequest", f"expected {API} {kind}")
     name = (obj.get("metadata") or {}).get("name")
     if not name or not isinstance(obj.get("spec"), dict):
-        return 422, _status(422, "Invalid", f"{kind}: metadata.name and spec are required")
+        return 422, status_body(422, "Invalid", f"{kind}: metadata.name and spec are required")
     if (ns, name) in store:
-        return 409, _status(409, "AlreadyExists", f'{kind} "{name}" already exists')
+        return 409, status_body(409, "AlreadyExists", f'{kind} "{name}" already exists')
     obj = copy.deepcopy(obj)
     obj["metadata"] |= {"namespace": ns, "uid": str(uuid.uuid4())}
     if kind == "ResourceClaim":  # a ResourceClaimTemplate has no status

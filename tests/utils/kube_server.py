@@ -52,7 +52,7 @@ import yaml
 from kubernetes import client
 
 from tests.utils import kube_sim, kube_ssa
-from tests.utils.kube_dra import route_resource
+from tests.utils.kube_dra import route_resource, status_body
 from tests.utils.kube_sim import Event
 
 DEFAULT_MANAGER = "python-client"
@@ -350,14 +350,7 @@ def _status(code: int, message: str) -> dict[str, Any]:
         422: "Invalid",
         429: "TooManyRequests",
     }.get(code, "InternalError")
-    return {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "status": "Failure",
-        "message": message,
-        "reason": reason,
-        "code": code,
-    }
+    return status_body(code, reason, message)
 
 
 def _selected(obj: dict[str, Any], selector: str | None) -> bool:
