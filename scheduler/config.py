@@ -18,6 +18,18 @@ KNOWN_SCORES = (
 )
 
 
+# The score plugins' default weights (also Policy's defaults, in this order).
+DEFAULT_SCORE_WEIGHTS: dict[str, int] = {
+    "Price": 4,
+    "MostAllocated": 2,
+    "Efficiency": 2,
+    "IsolationMatch": 1,
+    "Stability": 1,
+    "HostBalance": 13,
+    "NodePack": 6,
+}
+
+
 class SchedulerConfig(BaseModel):
     """Settings for NVML sampling, planning and applying."""
 
@@ -36,17 +48,7 @@ class SchedulerConfig(BaseModel):
     node_name: str = "local"
     kube_namespace: str = "default"
     modes: list[str] = Field(default_factory=lambda: list(KNOWN_MODES))
-    score_weights: dict[str, int] = Field(
-        default_factory=lambda: {
-            "Price": 4,
-            "MostAllocated": 2,
-            "Efficiency": 2,
-            "IsolationMatch": 1,
-            "Stability": 1,
-            "HostBalance": 13,
-            "NodePack": 6,
-        }
-    )
+    score_weights: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_SCORE_WEIGHTS))
     max_mps_clients: int = Field(default=48, ge=1, le=48)
     max_timeslice_replicas: int = Field(default=16, ge=1)
     mps_shares: Literal["equal", "per-claim"] = Field(

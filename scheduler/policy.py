@@ -4,17 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from scheduler.config import SchedulerConfig
+from scheduler.config import DEFAULT_SCORE_WEIGHTS, SchedulerConfig
 
-DEFAULT_WEIGHTS: tuple[tuple[str, int], ...] = (
-    ("Price", 4),
-    ("MostAllocated", 2),
-    ("Efficiency", 2),
-    ("IsolationMatch", 1),
-    ("Stability", 1),
-    ("HostBalance", 13),
-    ("NodePack", 6),
-)
+DEFAULT_WEIGHTS: tuple[tuple[str, int], ...] = tuple(DEFAULT_SCORE_WEIGHTS.items())
 
 
 @dataclass(frozen=True)
